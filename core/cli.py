@@ -1,0 +1,167 @@
+"""The ``lladapt`` command line. Commands import torch only when they run, so ``--help`` is fast."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from lladapt import __version__
+from lladapt.errors import LladaptError
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class LladaptGroup(click.Group):
+    """Turns :class:`LladaptError` into a message and an exit code (traceback only with --debug)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LladaptError as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+def set_option(func: Callable) -> Callable:
+    return click.option(
+        "--set",
+        "overrides",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Override a config value by dotted path, e.g. --set train.learning_rate=1e-4.",
+    )(func)
+
+
+def json_option(func: Callable) -> Callable:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(func)
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def report_plugin_failures() -> None:
+    """Warn (stderr) about third-party plugins that failed, once per command."""
+    from lladapt.plugin_manager import plugin_failures
+
+    for failure in plugin_failures():
+        click.echo(f"Warning: {failure}", err=True)
+
+
+@click.group(cls=LladaptGroup, context_settings=CONTEXT_SETTINGS)
+@click.version_option(__version__, prog_name="lladapt")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """lladapt: parameter-efficient fine-tuning of LLMs (series, parallel, LoRA, prefix adapters).
+
+    Components (backbones, adapters, placements, datasets, answer parsers, prompt templates) come
+    from plugins; `lladapt plugins` lists them.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+@cli.command()
+@json_option
+def plugins(as_json: bool) -> None:
+    """List every registered component: kind, name, providing plugin, description."""
+    from lladapt.plugin_manager import KINDS, get_registry, plugin_failures
+
+    rows = []
+    for kind in KINDS:
+        for entry in get_registry(kind).entries():
+            rows.append(
+                {
+                    "kind": kind,
+                    "name": entry.name,
+                    "plugin": entry.plugin,
+                    "description": entry.cls.description(),
+                    "aliases": list(getattr(entry.cls, "aliases", ())),
+                }
+            )
+    failures = [
+        {"plugin": f.plugin, "distribution": f.distribution, "error": f.error}
+        for f in plugin_failures()
+    ]
+    if as_json:
+        echo_json({"components": rows, "failures": failures})
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("kind", "name", "plugin", "description", box=None, pad_edge=False)
+    for row in rows:
+        table.add_row(row["kind"], row["name"], row["plugin"], row["description"])
+    Console(soft_wrap=False, width=200 if not sys.stdout.isatty() else None).print(table)
+    report_plugin_failures()
+
+
+@cli.command()
+@click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False))
+@set_option
+def validate(config_path: str, overrides: tuple[str, ...]) -> None:
+    """Check a config file: every error at once, each under its dotted path."""
+    from lladapt.config import load_config
+
+    report_plugin_failures()
+    load_config(config_path, overrides)
+    click.echo(f"{config_path}: valid")
+
+
+@cli.command()
+@click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False))
+@set_option
+@json_option
+def params(config_path: str, overrides: tuple[str, ...], as_json: bool) -> None:
+    """Count parameters (trainable / total) without loading weights: the model is built on the
+    meta device from its config or preset."""
+    from lladapt.config import load_config
+    from lladapt.params import count_parameters
+
+    report_plugin_failures()
+    config = load_config(config_path, overrides)
+    counts = count_parameters(config)
+    if as_json:
+        echo_json(counts)
+        return
+    click.echo(f"model:     {counts['model']}")
+    click.echo(f"adapter:   {counts['adapter'] or '(none)'}")
+    click.echo(f"trainable: {counts['trainable']:,}")
+    click.echo(f"total:     {counts['total']:,}")
+    click.echo(f"share:     {counts['trainable_percent']:.4f}%")
+
+
+def _load_plugin_commands() -> None:
+    from lladapt.plugin_manager import get_plugin_manager
+
+    get_plugin_manager().hook.register_commands(cli=cli)
+
+
+_COMMAND_MODULES = ("lladapt.cli_data",)
+
+
+def _load_core_commands() -> None:
+    import importlib
+
+    for name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.register(cli)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    _load_core_commands()
+    _load_plugin_commands()
+    cli.main(args=argv, prog_name="lladapt")
