@@ -165,3 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     _load_core_commands()
     _load_plugin_commands()
     cli.main(args=argv, prog_name="lladapt")
+
+
+if __name__ == "__main__":  # python -m lladapt.cli
+    main()
