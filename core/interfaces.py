@@ -257,6 +257,9 @@ class Dataset(Component):
     task: ClassVar[str] = "math"
     #: default answer parser name.
     parser: ClassVar[str] = "number"
+    #: fields for that parser's ``Config`` (e.g. a multiple-choice set's answer words); passed to
+    #: any parser whose ``Config`` has the same fields (``lladapt.data.make_parser``).
+    parser_options: ClassVar[Mapping[str, Any]] = {}
     #: metric name.
     metric: ClassVar[str] = "accuracy"
     #: new tokens to generate when evaluating (paper: math 256, commonsense 32).
