@@ -1,0 +1,402 @@
+"""Attach an adapter to a frozen base model, and the :class:`AdaptedModel` that holds the pair.
+
+``attach(model, layout, adapter, placement)`` freezes every base parameter, asks the placement for
+its sites (``Placement.resolve``), checks that each module site names a Linear-like module of the
+model, and lets the adapter insert its modules (``Adapter.attach``). The tensors that did not exist
+before (found by identity, so an adapter needs no bookkeeping for it) are the adapter's state:
+they alone require grad and they alone are saved.
+
+The adapter contract for saving, loading and merging
+----------------------------------------------------
+Beyond :meth:`lladapt.Adapter.attach` an adapter may implement these optional methods; lladapt
+looks them up with ``getattr`` and says clearly when one is missing:
+
+``merge(keep_original: bool = True) -> None`` / ``unmerge() -> None``
+    Fold the adapter into the base weights and back (LoRA). An adapter that cannot be merged
+    (a non-linear bottleneck) leaves them out; :meth:`AdaptedModel.merge` then raises
+    :class:`~lladapt.AdapterError`.
+
+``to_peft(state: dict[str, Tensor]) -> tuple[dict, dict[str, Tensor]] | None``
+    PEFT-format export: the fields of PEFT's ``adapter_config.json`` (``peft_type``, ...) and the
+    tensors under PEFT's keys, given the adapter's state keyed by the module paths of the base
+    model (``model.layers.0.self_attn.q_proj.lora_A.weight``). Return None (or leave it out) when
+    PEFT has no equivalent. When present, :meth:`AdaptedModel.save_adapter` writes PEFT's format,
+    so that ``peft.PeftModel.from_pretrained(base, folder)`` loads the folder.
+
+``from_peft(peft_config: dict, tensors: dict[str, Tensor]) -> dict[str, Tensor]``
+    The inverse: PEFT's tensors back to the adapter's state keys. A classmethod, so that an
+    adapter trained with PEFT can be imported (:func:`lladapt.adapter_files.load_adapter` with a
+    folder PEFT wrote); an adapter that also wants that must implement ``sites_from_peft``:
+
+``sites_from_peft(peft_config: dict, tensors: dict[str, Tensor], layout) -> (Config, list[Site])``
+    Classmethod: the adapter's Config and sites described by a folder PEFT wrote.
+
+``detach() -> None``
+    Remove what ``attach`` inserted, restoring the base model (used by
+    :meth:`AdaptedModel.unload`).
+
+Everything else is generic: the state is every tensor the adapter created, keyed by its path in
+the base model and saved as ``base_model.model.<path>`` (PEFT's and the paper code's key scheme),
+with the adapter's name, validated Config, placement and resolved sites in the file's metadata, so
+that loading rebuilds the same adapter at the same sites and copies the tensors in (bit-identical
+outputs). The file format itself lives in :mod:`lladapt.adapter_files`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from pydantic import ValidationError
+from torch import nn
+
+from lladapt.errors import AdapterError, ConfigError, PlacementError
+from lladapt.interfaces import Adapter, ComponentConfig, Layout, Placement, Site
+
+if TYPE_CHECKING:  # pragma: no cover
+    from lladapt.config import ComponentSection
+
+__all__ = [
+    "AdaptedModel",
+    "attach",
+    "attach_from_config",
+    "build_adapter",
+    "build_placement",
+    "count_parameters",
+]
+
+
+# --------------------------------------------------------------------------- building components
+
+
+def _component_options(kind: str, cls: type, section: Any, where: str) -> ComponentConfig:
+    """The validated Config of a section: from ``load_config`` when it ran, else validated here."""
+    options = getattr(section, "_options", None)
+    if options is not None:
+        return options
+    fields = section.component_fields() if hasattr(section, "component_fields") else {
+        k: v for k, v in dict(section).items() if k != "name"
+    }
+    try:
+        return cls.Config.model_validate(fields)
+    except ValidationError as exc:
+        from lladapt.config import errors_from_validation
+
+        raise ConfigError(errors_from_validation(exc, cls.Config, prefix=[where])) from None
+
+
+def _section_name(section: Any) -> str:
+    return section["name"] if isinstance(section, Mapping) else section.name
+
+
+def build_adapter(section: ComponentSection | Mapping[str, Any]) -> Adapter:
+    """An adapter instance from a config section (``name`` + the adapter's fields)."""
+    from lladapt.plugin_manager import get_registry
+
+    cls = get_registry("adapter").get(_section_name(section))
+    return cls(_component_options("adapter", cls, section, "adapter"))
+
+
+def build_placement(
+    section: ComponentSection | Mapping[str, Any], where: str = "placement"
+) -> Placement:
+    """A placement instance from a config section or a plain ``{"name": ..., ...}`` mapping."""
+    from lladapt.plugin_manager import get_registry
+
+    cls = get_registry("placement").get(_section_name(section))
+    return cls(_component_options("placement", cls, section, where))
+
+
+def default_placement(adapter: Adapter) -> Placement:
+    """The placement an adapter gets when the config names none (``Adapter.default_placement``)."""
+    return build_placement(
+        dict(adapter.default_placement), where=f"placement (default of adapter '{adapter.name}')"
+    )
+
+
+def attach_from_config(
+    model: nn.Module,
+    layout: Layout,
+    adapter_section: ComponentSection,
+    placement_section: ComponentSection | None = None,
+) -> AdaptedModel:
+    """Attach the adapter a run config names, at its placement (None: the adapter's default).
+
+    ``adapter_section`` / ``placement_section`` are ``lladapt.config.ComponentSection`` objects
+    (``.name`` and the validated component Config in ``.options``, as ``load_config`` leaves them);
+    plain ``{"name": ..., **fields}`` mappings work too. Works on a model on the meta device (no
+    memory), which is how ``lladapt params`` counts a 7B model's adapter.
+    """
+    adapter = build_adapter(adapter_section)
+    placement = build_placement(placement_section) if placement_section is not None else None
+    return attach(model, layout, adapter, placement)
+
+
+# --------------------------------------------------------------------------- attaching
+
+
+def _is_linear_like(module: nn.Module) -> bool:
+    """A Linear, or a quantized stand-in (bitsandbytes Linear4bit / Linear8bitLt)."""
+    return (
+        isinstance(getattr(module, "in_features", None), int)
+        and isinstance(getattr(module, "out_features", None), int)
+        and getattr(module, "weight", None) is not None
+    )
+
+
+def _linear_names(layer: nn.Module) -> list[str]:
+    return [name for name, m in layer.named_modules() if name and _is_linear_like(m)]
+
+
+def check_sites(model: nn.Module, layout: Layout, sites: Sequence[Site], adapter: Adapter) -> None:
+    """Every module site (and source) names a Linear-like module of ``model``; one message lists
+    every problem with what the backbone has instead."""
+    problems: list[str] = []
+    if not sites:
+        raise PlacementError(f"the placement resolved no sites for adapter '{adapter.name}'")
+    for site in sites:
+        if site.kind != adapter.site_kind:
+            problems.append(
+                f"site '{site.path}' is a {site.kind} site; adapter '{adapter.name}' needs "
+                f"{adapter.site_kind} sites"
+            )
+            continue
+        if site.kind != "module":
+            continue
+        if site.mode not in adapter.modes:
+            problems.append(
+                f"adapter '{adapter.name}' has no mode '{site.mode}' (site '{site.path}'); "
+                f"its modes: {', '.join(sorted(adapter.modes))}"
+            )
+        for path in (site.path, site.source):
+            if path is None:
+                continue
+            try:
+                module = model.get_submodule(path)
+            except AttributeError:
+                module = None
+            if module is None or not _is_linear_like(module):
+                problems.append(_missing_module_message(model, layout, site, path, module))
+    if problems:
+        unique = list(dict.fromkeys(problems))
+        raise PlacementError("\n  ".join(["cannot place the adapter:", *unique]))
+
+
+def _missing_module_message(
+    model: nn.Module, layout: Layout, site: Site, path: str, module: nn.Module | None
+) -> str:
+    what = "is not a Linear layer" if module is not None else "does not exist"
+    layer_path = layout.layer_path(site.layer) if site.layer is not None else None
+    names: list[str] = []
+    if layer_path is not None:
+        try:
+            names = _linear_names(model.get_submodule(layer_path))
+        except AttributeError:
+            names = []
+    roles = ", ".join(f"{r} ({layout.layer.projections[r]})" for r in layout.layer.roles)
+    msg = f"module '{path}' {what}. Roles of this backbone: {roles}"
+    if names:
+        msg += f". Linear modules of layer {site.layer}: {', '.join(names)}"
+    return msg
+
+
+def _tensor_ids(model: nn.Module) -> set[int]:
+    return {id(t) for t in model.parameters()} | {id(t) for t in model.buffers()}
+
+
+def attach(
+    model: nn.Module,
+    layout: Layout,
+    adapter: Adapter,
+    placement: Placement | None = None,
+    *,
+    sites: Sequence[Site] | None = None,
+) -> AdaptedModel:
+    """Freeze ``model``, resolve ``placement`` (None: the adapter's default) and attach ``adapter``.
+
+    ``sites`` bypasses the placement (loading a saved adapter re-attaches at its recorded sites).
+    Returns the :class:`AdaptedModel` wrapping ``model``; only the adapter's tensors require grad.
+    """
+    if getattr(adapter, "_lladapt_attached", False):
+        raise AdapterError(
+            f"this '{adapter.name}' adapter instance is attached already; build a new one"
+        )
+    if sites is None:
+        placement = placement if placement is not None else default_placement(adapter)
+        sites = placement.resolve(layout, adapter)
+    sites = list(sites)
+    check_sites(model, layout, sites, adapter)
+    for param in model.parameters():
+        param.requires_grad_(False)
+    before = _tensor_ids(model)
+    adapter.attach(model, layout, sites)
+    adapter._lladapt_attached = True  # type: ignore[attr-defined]
+    names = [n for n, p in model.named_parameters() if id(p) not in before]
+    buffers = [n for n, b in model.named_buffers() if id(b) not in before]
+    if not names and not buffers:
+        raise AdapterError(f"adapter '{adapter.name}' attached but created no parameters")
+    for name in names:
+        model.get_parameter(name).requires_grad_(True)
+    return AdaptedModel(model, layout, adapter, placement, sites, names, buffers)
+
+
+# --------------------------------------------------------------------------- the adapted model
+
+
+def _numel(param: torch.Tensor) -> int:
+    """Parameters a tensor stands for: a packed 4-bit tensor holds two (or more) per element."""
+    n = param.numel()
+    if type(param).__name__ == "Params4bit":
+        storage = getattr(param, "quant_storage", torch.uint8)
+        n *= 2 * torch.empty((), dtype=storage).element_size()
+    return n
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Parameters of ``model`` (each shared tensor once; packed 4-bit weights counted unpacked)."""
+    return sum(_numel(p) for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+class AdaptedModel(nn.Module):
+    """A frozen base model with one adapter attached.
+
+    ``forward`` and ``generate`` pass straight through to the base model, whose modules now carry
+    the adapter; attribute lookups that miss fall through to the base model too (``config``,
+    ``device``, ``gradient_checkpointing_enable``...).
+    """
+
+    def __init__(
+        self,
+        base_model: nn.Module,
+        layout: Layout,
+        adapter: Adapter,
+        placement: Placement | None,
+        sites: Sequence[Site],
+        parameter_names: Sequence[str],
+        buffer_names: Sequence[str] = (),
+        run_id: str | None = None,
+    ):
+        super().__init__()
+        self.base_model = base_model
+        self.layout = layout
+        self.adapter = adapter
+        self.placement = placement
+        self.sites: list[Site] = list(sites)
+        self.parameter_names: list[str] = list(parameter_names)
+        self.buffer_names: list[str] = list(buffer_names)
+        #: identifies the training run this adapter belongs to; saving into a folder that holds
+        #: another run's adapter needs ``overwrite=True``.
+        self.run_id: str = run_id or uuid.uuid4().hex[:16]
+        self.merged = False
+
+    # -- pass-through
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.base_model(*args, **kwargs)
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        return self.base_model.generate(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "base_model":
+                raise
+            return getattr(self.base_model, name)
+
+    # -- parameters
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The adapter's parameters (the only ones that require grad)."""
+        return [self.base_model.get_parameter(n) for n in self.parameter_names]
+
+    def named_adapter_tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """The adapter's state: every tensor it created, keyed by its path in the base model."""
+        for name in self.parameter_names:
+            yield name, self.base_model.get_parameter(name)
+        for name in self.buffer_names:
+            yield name, self.base_model.get_buffer(name)
+
+    def adapter_state_dict(self) -> dict[str, torch.Tensor]:
+        return {name: t.detach() for name, t in self.named_adapter_tensors()}
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        """All parameters (base + adapter), or only the trainable ones (the adapter's)."""
+        return count_parameters(self.base_model, trainable_only)
+
+    def parameter_counts(self) -> dict[str, Any]:
+        trainable = self.num_parameters(trainable_only=True)
+        total = self.num_parameters()
+        return {
+            "trainable": trainable,
+            "total": total,
+            "base": total - trainable,
+            "trainable_percent": 100.0 * trainable / total if total else 0.0,
+        }
+
+    # -- merging
+    def _adapter_method(self, name: str, action: str) -> Any:
+        method = getattr(self.adapter, name, None)
+        if method is None:
+            raise AdapterError(
+                f"adapter '{self.adapter.name}' cannot be {action}: it has no `{name}()` "
+                "(only adapters that are linear in the input, like LoRA, fold into the weights)"
+            )
+        return method
+
+    def merge(self, keep_original: bool = True) -> None:
+        """Fold the adapter into the base weights (outputs unchanged, no extra compute).
+        ``keep_original`` keeps a copy of each changed weight so that :meth:`unmerge` restores it
+        exactly; without it unmerge subtracts (equal up to rounding)."""
+        if self.merged:
+            raise AdapterError("the adapter is merged already")
+        self._adapter_method("merge", "merged")(keep_original=keep_original)
+        self.merged = True
+
+    def unmerge(self) -> None:
+        """Undo :meth:`merge`."""
+        if not self.merged:
+            raise AdapterError("the adapter is not merged")
+        self._adapter_method("unmerge", "unmerged")()
+        self.merged = False
+
+    def unload(self) -> nn.Module:
+        """Remove the adapter (``merge()`` first to keep its effect) and return the base model."""
+        self._adapter_method("detach", "detached")()
+        return self.base_model
+
+    # -- files
+    def save_adapter(self, directory: str | Path, *, overwrite: bool = False) -> Path:
+        """Write ``adapter_config.json`` + ``adapter_model.safetensors`` into ``directory``.
+        See :mod:`lladapt.adapter_files`."""
+        from lladapt.adapter_files import save_adapter
+
+        return save_adapter(self, directory, overwrite=overwrite)
+
+    def load_adapter(self, directory: str | Path) -> None:
+        """Copy the tensors saved in ``directory`` into this adapter (same adapter and sites)."""
+        from lladapt.adapter_files import load_adapter_state
+
+        load_adapter_state(self, directory)
+
+    @classmethod
+    def from_pretrained(
+        cls, model: nn.Module, layout: Layout, directory: str | Path
+    ) -> AdaptedModel:
+        """Attach the adapter saved in ``directory`` to a fresh base model and load its tensors."""
+        from lladapt.adapter_files import load_adapter
+
+        return load_adapter(model, layout, directory)
+
+    def describe(self) -> dict[str, Any]:
+        """The adapter's name, Config, placement and sites (what the saved metadata records)."""
+        return {
+            "adapter": {"name": self.adapter.name, "config": self.adapter.config.model_dump(mode="json")},
+            "placement": None
+            if self.placement is None
+            else {"name": self.placement.name, "config": self.placement.config.model_dump(mode="json")},
+            "sites": [asdict(s) for s in self.sites],
+        }
