@@ -221,6 +221,12 @@ class Adapter(Component):
     default_placement: ClassVar[Mapping[str, Any]] = {"name": "mlp"}
     #: learning rate of the paper's recipe for this adapter (prefix tuning uses 3e-2).
     default_learning_rate: ClassVar[float] = 3e-4
+    #: how the block placements (``attention``, ``mlp``, ``both``) put a module adapter on a whole
+    #: block: ``after`` = one ``output`` site on the block's out role (series: after the MLP);
+    #: ``alongside`` = one ``parallel`` site reading the block's first input projection's input and
+    #: adding to its out role's output (parallel: He et al.); ``projections`` = every projection of
+    #: the block, each in :meth:`default_mode` (LoRA).
+    block_position: ClassVar[Literal["after", "alongside", "projections"]] = "projections"
 
     def default_mode(self, role: str | None) -> str:
         """The mode a site gets when the placement does not say (e.g. series: ``input`` on up/gate)."""
