@@ -1,0 +1,68 @@
+"""Parameter counts of a run config (``lladapt params``), without loading weights.
+
+The base model is built on the meta device (from its preset, or from the ``config.json`` of a
+local folder or hub id), the configured adapter is attached there, and parameters are counted
+once each (tied embeddings once). With no adapter nothing is trainable: lladapt always freezes the
+base. Quantization is ignored: counts are of the unquantized architecture.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from lladapt.errors import LladaptError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from lladapt.config import RunConfig
+
+__all__ = ["count_parameters"]
+
+
+def _placement_name(config: RunConfig) -> str | None:
+    """The placement in effect: the configured one, else the adapter's default."""
+    if config.placement is not None:
+        return config.placement.name
+    if config.adapter is None:
+        return None
+    from lladapt import get_registry
+
+    default = get_registry("adapter").get(config.adapter.name).default_placement
+    return default.get("name") if default else None
+
+
+def count_parameters(config: RunConfig) -> dict[str, Any]:
+    """``{model, backbone, adapter, placement, base, trainable, total, trainable_percent}``.
+
+    ``base`` is the base model's parameter count, ``total`` base plus adapter parameters,
+    ``trainable`` those with ``requires_grad`` (the adapter's).
+    """
+    from lladapt.models import count_unique_parameters, load_model
+
+    loaded = load_model(config.model, meta=True)
+    model = loaded.model
+    model.requires_grad_(False)  # the base is always frozen
+    base = count_unique_parameters(model)
+    counted = model
+    if config.adapter is not None:
+        try:
+            from lladapt.adapt import attach_from_config
+        except ModuleNotFoundError as exc:
+            if exc.name != "lladapt.adapt":
+                raise
+            raise LladaptError(
+                f"adapter '{config.adapter.name}': counting adapter parameters needs "
+                "lladapt.adapt, which this installation lacks"
+            ) from exc
+        counted = attach_from_config(model, loaded.layout, config.adapter, config.placement)
+    total = count_unique_parameters(counted)
+    trainable = count_unique_parameters(counted, trainable_only=True)
+    return {
+        "model": config.model.source,
+        "backbone": loaded.backbone.name,
+        "adapter": config.adapter.name if config.adapter is not None else None,
+        "placement": _placement_name(config),
+        "base": base,
+        "trainable": trainable,
+        "total": total,
+        "trainable_percent": 100.0 * trainable / total if total else 0.0,
+    }
