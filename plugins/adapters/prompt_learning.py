@@ -1,0 +1,363 @@
+"""Shared machinery of the prompt-learning adapters: prefix tuning, prompt tuning and P-tuning.
+
+These adapters change no module of the base model. They condition it through *virtual tokens*:
+trainable key/value prefixes in every layer's attention cache (prefix tuning) or trainable input
+embeddings prepended to the sequence (prompt tuning, P-tuning). The trainable tensors live in one
+:class:`VirtualTokens` module registered on the model as :data:`MODULE_NAME` (so ``.to()``,
+``.train()``, ``parameters()`` and ``state_dict()`` see it), and a forward pre-hook on the model
+rewrites each call. The user keeps calling ``model(input_ids, attention_mask=..., labels=...)``
+and ``model.generate(...)`` as usual; the hook
+
+* widens a 2-D ``attention_mask`` by the virtual tokens (all visible),
+* pads ``labels`` with -100 where embeddings are prepended (no loss on virtual tokens),
+* offsets explicit ``position_ids`` by the number of virtual tokens, so that a forward without
+  position ids (the model counts from the cache length) and ``generate`` (which passes position
+  ids counted from the attention mask) place the real tokens at the same positions,
+* injects the prompt only when the cache is empty (the first forward of a generation, or any
+  uncached forward); later decoding steps find it in the cache already.
+
+These rules reproduce PEFT's ``PeftModelForCausalLM.forward`` and
+``prepare_inputs_for_generation`` (PEFT 0.21), numerically, for the unpadded case; with left
+padding, explicit position ids are kept (shifted) rather than dropped as PEFT does for prompt
+tuning.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import torch
+from lladapt import Adapter, AdapterError, ComponentConfig, Layout, Site
+from pydantic import PositiveInt
+
+__all__ = [
+    "MODULE_NAME",
+    "PEFT_KEY",
+    "PromptLearningAdapter",
+    "PromptLearningConfig",
+    "PrependedEmbeddings",
+    "VirtualTokens",
+    "attached_virtual_tokens",
+    "cached_length",
+    "detach_virtual_tokens",
+    "embeddings_path",
+    "widen_mask",
+]
+
+#: attribute of the base model that holds the virtual-token module (one per model).
+MODULE_NAME = "lladapt_virtual_tokens"
+
+
+def cached_length(cache: Any) -> int:
+    """Tokens already in a KV cache (0 for None or an empty cache)."""
+    if cache is None:
+        return 0
+    if not hasattr(cache, "get_seq_length"):
+        raise AdapterError(
+            f"prompt-learning adapters need a transformers Cache object as past_key_values, not "
+            f"{type(cache).__name__} (transformers 5 dropped tuple caches)"
+        )
+    return int(cache.get_seq_length())
+
+
+def widen_mask(mask: Any, num_virtual: int, total: int) -> Any:
+    """Prepend ``num_virtual`` visible columns to a 2-D attention mask that lacks them.
+
+    ``total`` is the number of key positions this forward attends to (cache + new tokens). A mask
+    that already spans ``total`` columns is left alone (the caller included the virtual tokens);
+    4-D masks are the caller's responsibility.
+    """
+    if not isinstance(mask, torch.Tensor) or mask.dim() != 2:
+        return mask
+    width = mask.shape[-1]
+    if width == total:
+        return mask
+    if width != total - num_virtual:
+        raise AdapterError(
+            f"attention_mask has {width} columns; with {num_virtual} virtual tokens expected "
+            f"{total - num_virtual} (without them) or {total} (with them)"
+        )
+    ones = torch.ones(mask.shape[0], num_virtual, dtype=mask.dtype, device=mask.device)
+    return torch.cat((ones, mask), dim=1)
+
+
+class VirtualTokens(torch.nn.Module):
+    """The trainable part of a prompt-learning adapter, and the rewrite of the model's inputs.
+
+    Subclasses hold the parameters and implement :meth:`rewrite` (prefix or prepended
+    embeddings); calling the module gives the tensor PEFT saves as ``prompt_embeddings``.
+    """
+
+    def __init__(self, num_virtual_tokens: int, embeddings_path: str):
+        super().__init__()
+        self.num_virtual_tokens = num_virtual_tokens
+        #: module path of the model's token embeddings (prompt tuning embeds with them; their
+        #: dtype is the dtype the virtual tokens are cast to).
+        self.embeddings_path = embeddings_path
+
+    def rewrite(self, model: torch.nn.Module, call: dict[str, Any]) -> dict[str, Any]:
+        """Return the keyword arguments of one forward of ``model`` with the prompt applied."""
+        raise NotImplementedError
+
+    def forward(self) -> torch.Tensor:
+        """The virtual tokens as PEFT saves them (``prompt_embeddings``: the encoder's output for
+        every token)."""
+        raise NotImplementedError
+
+    # helpers shared by the subclasses -------------------------------------------------------
+
+    @staticmethod
+    def _shift_positions(position_ids: Any, offset: int, prepend: bool) -> Any:
+        """``position_ids + offset``; with ``prepend`` also the virtual tokens' 0..offset-1."""
+        if position_ids is None:
+            return None
+        shifted = position_ids + offset
+        if not prepend:
+            return shifted
+        lead = torch.arange(offset, dtype=position_ids.dtype, device=position_ids.device)
+        lead = lead.expand(*position_ids.shape[:-1], offset)
+        return torch.cat((lead, shifted), dim=-1)
+
+
+def _bind_arguments(signature: inspect.Signature, args: tuple, kwargs: dict) -> dict[str, Any]:
+    """Keyword arguments of a forward call, positional ones named by the forward's signature."""
+    if not args:
+        return dict(kwargs)
+    names = [
+        p.name
+        for p in signature.parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    if len(args) > len(names):
+        raise AdapterError(f"forward got {len(args)} positional arguments; at most {len(names)} fit")
+    call = dict(zip(names, args, strict=False))
+    call.update(kwargs)
+    return call
+
+
+def _install(model: torch.nn.Module, tokens: VirtualTokens) -> None:
+    """Register ``tokens`` on ``model`` and hook the model's forward to rewrite each call."""
+    if isinstance(getattr(model, MODULE_NAME, None), VirtualTokens):
+        raise AdapterError(
+            f"the model already has a prompt-learning adapter "
+            f"({type(getattr(model, MODULE_NAME)).__name__}); one per model"
+        )
+    signature = inspect.signature(model.forward)
+
+    def pre_hook(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        encoder = getattr(module, MODULE_NAME)
+        if getattr(module, "is_gradient_checkpointing", False) and module.training:
+            raise AdapterError(
+                f"{type(encoder).__name__} cannot train with gradient checkpointing: the "
+                "recomputed layers would append the prompt to the KV cache twice. Set "
+                "train.gradient_checkpointing to false"
+            )
+        return (), encoder.rewrite(module, _bind_arguments(signature, args, kwargs))
+
+    model.add_module(MODULE_NAME, tokens)
+    tokens._hook_handle = model.register_forward_pre_hook(pre_hook, with_kwargs=True)
+
+
+def attached_virtual_tokens(model: torch.nn.Module) -> VirtualTokens | None:
+    """The prompt-learning module attached to ``model``, if any."""
+    module = getattr(model, MODULE_NAME, None)
+    return module if isinstance(module, VirtualTokens) else None
+
+
+def detach_virtual_tokens(model: torch.nn.Module) -> VirtualTokens:
+    """Remove the prompt-learning module and its hook; the model behaves as before attaching."""
+    tokens = attached_virtual_tokens(model)
+    if tokens is None:
+        raise AdapterError("the model has no prompt-learning adapter to detach")
+    tokens._hook_handle.remove()
+    delattr(model, MODULE_NAME)
+    return tokens
+
+
+class PromptLearningConfig(ComponentConfig):
+    """Fields every prompt-learning adapter has."""
+
+    #: number of virtual tokens (the paper's prefix-tuning runs: 10).
+    num_virtual_tokens: PositiveInt = 10
+
+
+#: the key PEFT saves a prompt-learning adapter's virtual tokens under.
+PEFT_KEY = "prompt_embeddings"
+
+
+class PromptLearningAdapter(Adapter):
+    """Base of the adapters that train virtual tokens instead of inserting modules.
+
+    Subclasses implement :meth:`build` (the :class:`VirtualTokens` module for a model) and may add
+    PEFT ``adapter_config.json`` fields (:meth:`_peft_fields`).
+
+    Saving (``lladapt.adapt`` contract): the state is the module's parameters, keyed
+    ``lladapt_virtual_tokens.<name>``. :meth:`to_peft` adds PEFT's ``prompt_embeddings`` (the
+    virtual tokens as the encoder outputs them) beside that state, so one folder loads both in
+    ``peft.PeftModel.from_pretrained`` (which reads only ``prompt_embeddings``) and in lladapt
+    (which reads the encoder's own parameters back, bit-identical).
+    """
+
+    site_kind: ClassVar = "model"
+    modes: ClassVar[frozenset[str]] = frozenset()
+    #: the learning rate of the prompt-learning recipes (LLM-Adapters' prefix runs, PEFT's
+    #: prompt-based-methods guide): 3e-2.
+    default_learning_rate: ClassVar[float] = 3e-2
+    #: PEFT's ``peft_type`` for this adapter.
+    peft_type: ClassVar[str] = ""
+
+    Config = PromptLearningConfig
+
+    def build(self, model: torch.nn.Module, layout: Layout) -> VirtualTokens:
+        raise NotImplementedError
+
+    def check_sites(self, layout: Layout, sites: Sequence[Site]) -> None:
+        """Reject sites of the wrong kind (the placement must resolve ``site_kind`` sites)."""
+        wrong = [s.path or "<model>" for s in sites if s.kind != self.site_kind]
+        if wrong:
+            raise AdapterError(
+                f"adapter '{self.name}' goes to {self.site_kind} sites; the placement resolved "
+                f"other sites: {', '.join(wrong[:5])}"
+            )
+
+    def attach(self, model: torch.nn.Module, layout: Layout, sites: Sequence[Site]) -> VirtualTokens:
+        """Build the virtual tokens on the device and dtype of the model's input embeddings and
+        hook the model's forward. Returns the module (also at ``model.lladapt_virtual_tokens``)."""
+        self.check_sites(layout, sites)
+        tokens = self.build(model, layout)
+        _install(model, tokens)
+        self._model, self._tokens = model, tokens
+        self._peft_config = self.peft_config(model, layout)
+        return tokens
+
+    def detach(self) -> None:
+        """Remove the virtual tokens and the forward hook: the base model is as before."""
+        detach_virtual_tokens(self._model)
+
+    # -- PEFT interop ---------------------------------------------------------------------------
+
+    def peft_config(self, model: torch.nn.Module, layout: Layout) -> dict[str, Any]:
+        """PEFT's ``adapter_config.json`` for this adapter on ``model``, in inference mode: PEFT
+        then uses the saved ``prompt_embeddings`` as they are, with no encoder."""
+        return {
+            "peft_type": self.peft_type,
+            "task_type": "CAUSAL_LM",
+            "inference_mode": True,
+            "num_virtual_tokens": self.config.num_virtual_tokens,
+            "num_transformer_submodules": 1,
+            "num_layers": layout.num_layers,
+            "num_attention_heads": layout.num_attention_heads,
+            "token_dim": layout.hidden_size,
+            "base_model_name_or_path": getattr(model, "name_or_path", None) or None,
+            **self._peft_fields(model, layout),
+        }
+
+    def _peft_fields(self, model: torch.nn.Module, layout: Layout) -> dict[str, Any]:
+        return {}
+
+    def to_peft(self, state: Mapping[str, torch.Tensor]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        """PEFT's config and ``prompt_embeddings`` (computed from ``state``), plus ``state``
+        itself so that lladapt reloads the encoder exactly."""
+        prefix = MODULE_NAME + "."
+        params = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        with torch.no_grad():
+            exported = torch.func.functional_call(self._tokens, params, ())
+        return dict(self._peft_config), {PEFT_KEY: exported.detach().contiguous(), **state}
+
+    @classmethod
+    def from_peft(
+        cls, peft_config: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """The state in a folder: lladapt's own keys when present (written by :meth:`to_peft`),
+        else PEFT's ``prompt_embeddings`` as the virtual tokens themselves."""
+        own = {k: v for k, v in tensors.items() if k.startswith(MODULE_NAME + ".")}
+        if own:
+            return own
+        if PEFT_KEY not in tensors:
+            raise AdapterError(
+                f"a PEFT {peft_config.get('peft_type')} file holds '{PEFT_KEY}'; this one has "
+                f"{', '.join(sorted(tensors)) or 'no tensors'}"
+            )
+        return {f"{MODULE_NAME}.embedding.weight": tensors[PEFT_KEY]}
+
+    @classmethod
+    def sites_from_peft(
+        cls, peft_config: Mapping[str, Any], tensors: Mapping[str, torch.Tensor], layout: Layout
+    ) -> tuple[ComponentConfig, list[Site]]:
+        """This adapter's Config and sites for a folder PEFT wrote."""
+        return cls.config_from_peft(peft_config), cls.default_sites(layout)
+
+    @classmethod
+    def config_from_peft(cls, peft_config: Mapping[str, Any]) -> ComponentConfig:
+        """The Config that reproduces a PEFT folder (PEFT stores the virtual tokens, not an
+        encoder, so the Config has none)."""
+        return cls.Config(num_virtual_tokens=int(peft_config["num_virtual_tokens"]))
+
+    @classmethod
+    def default_sites(cls, layout: Layout) -> list[Site]:
+        """The sites of the default placement."""
+        return [Site(path=layout.embeddings, kind="model")]
+
+
+def embeddings_path(model: torch.nn.Module, layout: Layout) -> str:
+    """Module path of the model's token embeddings: the layout's, else ``get_input_embeddings()``'s."""
+    if layout.embeddings:
+        try:
+            model.get_submodule(layout.embeddings)
+        except AttributeError:
+            raise AdapterError(
+                f"the layout names '{layout.embeddings}' as the input embeddings, but the model "
+                "has no such module"
+            ) from None
+        return layout.embeddings
+    getter = getattr(model, "get_input_embeddings", None)
+    target = getter() if getter is not None else None
+    for path, module in model.named_modules():
+        if target is not None and module is target:
+            return path
+    raise AdapterError("cannot find the model's input embeddings (the layout names none)")
+
+
+class PrependedEmbeddings(VirtualTokens):
+    """Virtual tokens that are input embeddings, prepended to the sequence (prompt tuning,
+    P-tuning). Subclasses implement :meth:`prompts`."""
+
+    def prompts(self) -> torch.Tensor:
+        """The virtual tokens' input embeddings, ``[tokens, embedding_dim]``."""
+        raise NotImplementedError
+
+    def forward(self) -> torch.Tensor:
+        return self.prompts()
+
+    def rewrite(self, model: torch.nn.Module, call: dict[str, Any]) -> dict[str, Any]:
+        count = self.num_virtual_tokens
+        ids, embeds = call.get("input_ids"), call.get("inputs_embeds")
+        if ids is None and embeds is None:
+            return call  # the model reports the missing input itself
+        length = (ids if ids is not None else embeds).shape[1]
+        past = cached_length(call.get("past_key_values"))
+        prefill = past == 0
+        if prefill:
+            if embeds is None:
+                embeds = model.get_submodule(self.embeddings_path)(ids)
+            batch_size = embeds.shape[0]
+            prompts = self.prompts().to(embeds.dtype).unsqueeze(0).expand(batch_size, -1, -1)
+            call["input_ids"] = None
+            call["inputs_embeds"] = torch.cat((prompts, embeds), dim=1)
+            labels = call.get("labels")
+            if labels is not None:
+                ignored = torch.full((labels.shape[0], count), -100, dtype=labels.dtype, device=labels.device)
+                call["labels"] = torch.cat((ignored, labels), dim=1)
+            total = count + length
+        else:
+            if past < count:
+                raise AdapterError(
+                    f"past_key_values holds {past} tokens, fewer than the {count} virtual tokens: "
+                    "it was not built with this prompt adapter"
+                )
+            total = past + length
+        call["attention_mask"] = widen_mask(call.get("attention_mask"), count, total)
+        call["position_ids"] = self._shift_positions(call.get("position_ids"), count, prepend=prefill)
+        return call
