@@ -67,6 +67,7 @@ __all__ = [
     "build_adapter",
     "build_placement",
     "count_parameters",
+    "site_for_path",
 ]
 
 
@@ -137,6 +138,20 @@ def attach_from_config(
 
 
 # --------------------------------------------------------------------------- attaching
+
+
+def site_for_path(layout: Layout, path: str, mode: str) -> Site:
+    """The module Site of a full module path, with its layer and role where the layout knows them
+    (for sites read back from a file that names modules, not roles)."""
+    layer: int | None = None
+    role: str | None = None
+    prefix = layout.layers + "."
+    if path.startswith(prefix):
+        index, _, rel = path[len(prefix):].partition(".")
+        if index.isdigit():
+            layer = int(index)
+            role = next((r for r, p in layout.layer.projections.items() if p == rel), None)
+    return Site(path=path, layer=layer, role=role, mode=mode)  # type: ignore[arg-type]
 
 
 def _is_linear_like(module: nn.Module) -> bool:

@@ -1,8 +1,21 @@
-"""Built-in plugin: placements. The hook imports the implementation modules only when called."""
+"""Built-in plugin: placements. The hook imports the implementation modules only when called, so
+that ``lladapt --help`` never imports them."""
 
 from lladapt import hookimpl
 
 
 @hookimpl
 def register_placements(register):
-    pass  # filled in by the modules of this package
+    from lladapt.plugins.placements.blocks import (
+        AttentionPlacement,
+        BothPlacement,
+        MlpPlacement,
+    )
+    from lladapt.plugins.placements.modules import ModulesPlacement
+
+    for cls in (AttentionPlacement, MlpPlacement, BothPlacement, ModulesPlacement):
+        register(cls)
+
+    # --- placements of the prompt-learning adapters (layers, embeddings): owned by the
+    # --- prompt-learning helper, who may edit this block.
+    # --- end of prompt-learning placements

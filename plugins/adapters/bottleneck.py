@@ -1,0 +1,150 @@
+"""The bottleneck module shared by the series and the parallel adapter.
+
+``delta(x) = s * up(f(down(dropout(x))))``, ``down`` and ``up`` without bias, as in the paper's
+code (``adapter_down`` / ``adapter_up`` / ``adapter_scaling``, whose key names lladapt keeps so that
+its checkpoints load directly). The series adapter adds ``delta`` to the tensor it read (input or
+output of a Linear); the parallel adapter adds ``delta(x)`` to a module's output.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import ClassVar, Literal
+
+import torch
+from pydantic import Field, PositiveInt, field_validator
+from torch import nn
+
+from lladapt import Adapter, AdapterError, ComponentConfig, Layout, Site
+from lladapt.plugins.adapters.linear_hooks import HostedBranch, install_branch, new_linear
+
+__all__ = ["ACTIVATIONS", "BottleneckAdapter", "BottleneckBranch", "BottleneckConfig"]
+
+#: non-linearity name -> module factory (the names of transformers' ``ACT2FN`` that the paper's
+#: code accepted; ``gelu`` is the exact erf form, ``gelu_new`` the tanh approximation).
+ACTIVATIONS: dict[str, type[nn.Module] | tuple[type[nn.Module], dict]] = {
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "gelu_new": (nn.GELU, {"approximate": "tanh"}),
+    "silu": nn.SiLU,
+    "swish": nn.SiLU,
+    "sigmoid": nn.Sigmoid,
+    "leaky_relu": nn.LeakyReLU,
+    "mish": nn.Mish,
+    "elu": nn.ELU,
+    "identity": nn.Identity,
+}
+
+NonLinearity = Literal[
+    "tanh", "relu", "gelu", "gelu_new", "silu", "swish", "sigmoid", "leaky_relu", "mish", "elu",
+    "identity",
+]
+
+
+def activation(name: str) -> nn.Module:
+    factory = ACTIVATIONS[name]
+    cls, kwargs = factory if isinstance(factory, tuple) else (factory, {})
+    return cls(**kwargs)
+
+
+class BottleneckConfig(ComponentConfig):
+    """Fields of both bottleneck adapters (series and parallel)."""
+
+    #: width of the bottleneck ``b`` (the paper: 256; AdapterP in Table 1: 768).
+    bottleneck_size: PositiveInt = 256
+    #: the non-linearity ``f`` between down and up (the paper: tanh).
+    non_linearity: NonLinearity = "tanh"
+    #: dropout on the adapter's input.
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    #: ``bert``: down and up ~ N(0, 0.02) (the paper code's default); ``mam``: down
+    #: kaiming-uniform, up zero, so the adapted model starts equal to the base model.
+    init: Literal["bert", "mam"] = "bert"
+    #: the scale ``s`` (its starting value when learned).
+    scale: float = 1.0
+    #: learn ``s`` as one trainable scalar (the paper's "learned" scaling).
+    learn_scale: bool = False
+
+    @field_validator("init", mode="before")
+    @classmethod
+    def _paper_name(cls, value: object) -> object:
+        return "mam" if value == "mam_adapter" else value  # the paper code's spelling
+
+
+class BottleneckBranch:
+    """``delta(x) = s * up(f(down(dropout(x))))`` reading the host's ``adapter_*`` children."""
+
+    def __init__(self, non_linearity: str, scale: float, learn_scale: bool):
+        self.act = activation(non_linearity)
+        self.scale = scale
+        self.learn_scale = learn_scale
+
+    def __call__(self, host: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        down: nn.Linear = host.adapter_down
+        h = host.adapter_up(self.act(down(host.adapter_dropout(x.to(down.weight.dtype)))))
+        return h * (host.adapter_scaling if self.learn_scale else self.scale)
+
+
+class BottleneckAdapter(Adapter):
+    """Base of the series and parallel adapters: one bottleneck per module site."""
+
+    Config = BottleneckConfig
+    config: BottleneckConfig
+    #: child names a bottleneck adds to its host Linear.
+    CHILDREN: ClassVar[tuple[str, ...]] = (
+        "adapter_down", "adapter_up", "adapter_dropout", "adapter_scaling",
+    )
+
+    def __init__(self, config: BottleneckConfig | None = None):
+        super().__init__(config)
+        self._hosted: list[HostedBranch] = []
+
+    @staticmethod
+    def widths(host: nn.Module, mode: str, source: nn.Module | None) -> tuple[int, int]:
+        """(read width, write width) of a bottleneck at a site: input mode reads and writes the
+        host's input, output mode its output, parallel reads the (source's) input and writes the
+        host's output."""
+        if mode == "input":
+            return host.in_features, host.in_features
+        if mode == "output":
+            return host.out_features, host.out_features
+        return (source or host).in_features, host.out_features
+
+    def attach(self, model: nn.Module, layout: Layout, sites: Sequence[Site]) -> None:
+        cfg = self.config
+        for site in sites:
+            host = model.get_submodule(site.path)
+            if hasattr(host, "adapter_down"):
+                raise AdapterError(f"module '{site.path}' has a bottleneck adapter already")
+            source = model.get_submodule(site.source) if site.source else None
+            d_in, d_out = self.widths(host, site.mode, source)
+            host.adapter_down = new_linear(d_in, cfg.bottleneck_size, host)
+            host.adapter_up = new_linear(cfg.bottleneck_size, d_out, host)
+            host.adapter_dropout = nn.Dropout(cfg.dropout) if cfg.dropout else nn.Identity()
+            if cfg.learn_scale:
+                host.adapter_scaling = nn.Parameter(
+                    torch.full((1,), cfg.scale, device=host.adapter_up.weight.device,
+                               dtype=host.adapter_up.weight.dtype)
+                )
+            self._initialise(host.adapter_down, host.adapter_up)
+            branch = BottleneckBranch(cfg.non_linearity, cfg.scale, cfg.learn_scale)
+            self._hosted.append(
+                install_branch(host, site.mode, branch, source=source, where=site.path,
+                               children=self.CHILDREN)
+            )
+
+    def _initialise(self, down: nn.Linear, up: nn.Linear) -> None:
+        with torch.no_grad():
+            if self.config.init == "bert":
+                down.weight.normal_(mean=0.0, std=0.02)
+                up.weight.normal_(mean=0.0, std=0.02)
+            else:
+                nn.init.kaiming_uniform_(down.weight, a=math.sqrt(5))
+                nn.init.zeros_(up.weight)
+
+    def detach(self) -> None:
+        """Remove every bottleneck and its hooks, restoring the base model."""
+        for hosted in self._hosted:
+            hosted.remove()
+        self._hosted.clear()
