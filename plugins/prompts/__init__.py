@@ -1,8 +1,12 @@
-"""Built-in plugin: prompts. The hook imports the implementation modules only when called."""
+"""Built-in plugin: prompt templates. The hook imports the implementation modules only when
+called: ``alpaca`` (default) and ``llm-adapters-compat``."""
 
 from lladapt import hookimpl
 
 
 @hookimpl
 def register_prompt_templates(register):
-    pass  # filled in by the modules of this package
+    from lladapt.plugins.prompts import alpaca
+
+    register(alpaca.Alpaca)
+    register(alpaca.LLMAdaptersCompat)
