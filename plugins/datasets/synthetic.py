@@ -61,19 +61,22 @@ class Arith(Dataset):
         return self._examples(self._draw(rng, cfg.train_size, {q for q, _, _ in test}), split)
 
     def _draw(self, rng: random.Random, n: int, exclude: set[str]) -> list[tuple[str, str, int]]:
-        out, seen = [], set(exclude)
-        for _ in range(n * 50):
-            if len(out) == n:
-                return out
+        """``n`` problems with distinct questions; gives up after 1,000 repeats in a row (the
+        settings allow too few distinct problems)."""
+        out, seen, misses = [], set(exclude), 0
+        while len(out) < n:
             item = _problem(rng, self.config.max_number)
-            if item[0] not in seen:
-                seen.add(item[0])
-                out.append(item)
-        if len(out) < n:
-            raise DataError(
-                f"arith: cannot draw {n} distinct problems with max_number={self.config.max_number}; "
-                "raise max_number or lower the split size"
-            )
+            if item[0] in seen:
+                misses += 1
+                if misses == 1000:
+                    raise DataError(
+                        f"arith: cannot draw {n} distinct problems with max_number="
+                        f"{self.config.max_number}; raise max_number or lower the split size"
+                    )
+                continue
+            misses = 0
+            seen.add(item[0])
+            out.append(item)
         return out
 
     def _examples(self, items: list[tuple[str, str, int]], split: str) -> list[Example]:
