@@ -204,14 +204,15 @@ def _verified_cache(file: RemoteFile) -> Path | None:
     recorded = _recorded_hash_path(path)
     if expected is None and recorded.is_file():
         expected = recorded.read_text(encoding="utf-8").strip() or None
-    if expected is not None:
-        got = sha256_of(path)
-        if got != expected.lower():
-            raise ChecksumError(
-                f"cached copy does not match its sha256 (expected {expected}, got {got}); "
-                "delete it to download it again",
-                file=str(path),
-            )
+    got = sha256_of(path)
+    if expected is None:  # put there by hand, or a download cut off before its record
+        _record(file, path, got, "found it in the cache")
+    elif got != expected.lower():
+        raise ChecksumError(
+            f"cached copy does not match its sha256 (expected {expected}, got {got}); "
+            "delete it to download it again",
+            file=str(path),
+        )
     return path
 
 
@@ -220,15 +221,20 @@ def _fetch(file: RemoteFile, timeout: float) -> Path:
     log.info("downloading %s -> %s", file.url, dest)
     got = download(file.url, dest, file.sha256, timeout=timeout)
     if file.sha256 is None:
-        _recorded_hash_path(dest).write_text(got + "\n", encoding="utf-8")
-        warnings.warn(
-            f"{file.path}: no sha256 is pinned for this file; downloaded from {file.url} and "
-            f"recorded its sha256 {got} in {_recorded_hash_path(dest)} (later uses are checked "
-            "against it)",
-            UnverifiedDownloadWarning,
-            stacklevel=3,
-        )
+        _record(file, dest, got, f"downloaded it from {file.url}")
     return dest
+
+
+def _record(file: RemoteFile, path: Path, sha256: str, how: str) -> None:
+    """Trust on first use: keep the hash of an unpinned file beside it, and say so."""
+    recorded = _recorded_hash_path(path)
+    recorded.write_text(sha256 + "\n", encoding="utf-8")
+    warnings.warn(
+        f"{file.path}: no sha256 is pinned for this file; {how} and recorded its sha256 {sha256} "
+        f"in {recorded} (later uses are checked against it)",
+        UnverifiedDownloadWarning,
+        stacklevel=4,
+    )
 
 
 def _ways_to_provide(file: RemoteFile) -> str:
@@ -274,6 +280,6 @@ def locate(
         except ChecksumError as exc:
             raise ChecksumError(str(exc), file=file.path) from None
         except DataError as exc:
-            tried.append(f"download: {exc}")
+            tried.append(str(exc))
     lines = "\n".join(f"  - {t}" for t in tried)
     raise DataError(f"not found. Looked in:\n{lines}\n{_ways_to_provide(file)}", file=file.path)

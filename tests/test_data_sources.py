@@ -96,7 +96,7 @@ def test_missing_file_says_which_file_and_how_to_provide_it(server):
         locate(file, timeout=5)
     msg = str(info.value)
     assert msg.startswith("dataset/Nope/test.json: not found. Looked in:")
-    assert f"download: download failed: HTTP 404 File not found from {base}/dataset/Nope/test.json" in msg
+    assert f"\n  - download failed: HTTP 404 File not found from {base}/dataset/Nope/test.json\n" in msg
     assert "LLADAPT_DATA_DIR to a folder holding Nope/test.json or dataset/Nope/test.json" in msg
     assert f"or put the file at {cached_path(file)}." in msg
 
@@ -108,7 +108,7 @@ def test_no_network_is_a_clear_error():
     with pytest.raises(DataError) as info:
         locate(toy(f"http://127.0.0.1:{port}"), timeout=5)
     msg = str(info.value)
-    assert "download: download failed: " in msg and "Connection refused" in msg
+    assert "\n  - download failed: " in msg and "Connection refused" in msg
     assert "Provide it in one of these ways" in msg
 
 
@@ -124,6 +124,16 @@ def test_unpinned_file_records_its_hash_on_first_download(server):
     path.write_bytes(BODY + b" ")  # the cached copy changes: later uses catch it
     with pytest.raises(ChecksumError, match="cached copy does not match its sha256"):
         locate(toy(base, sha256=None), timeout=5)
+
+
+def test_an_unpinned_file_put_in_the_cache_by_hand_is_recorded(tmp_path):
+    file = toy("http://127.0.0.1:9", sha256=None)
+    target = cached_path(file)
+    target.parent.mkdir(parents=True)
+    target.write_bytes(BODY)
+    with pytest.warns(UnverifiedDownloadWarning, match="found it in the cache and recorded its sha256"):
+        assert locate(file) == target
+    assert target.with_name("test.json.sha256").read_text().strip() == GOOD
 
 
 def test_local_folders_come_first_and_are_trusted_as_given(server, tmp_path, monkeypatch):
