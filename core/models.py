@@ -39,8 +39,9 @@ from lladapt.registry import did_you_mean
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
-    from lladapt.config import ModelSection, QuantizationConfig
     from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+    from lladapt.config import ModelSection, QuantizationConfig
 
 __all__ = [
     "LoadedModel",

@@ -7,9 +7,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import lladapt
 import pytest
 import torch
+
+import lladapt
 from lladapt import LayerLayout, Layout, ModelLoadError
 from lladapt.config import ModelSection
 from lladapt.models import find_preset, resolve_backbone, verify_layout
@@ -263,3 +264,45 @@ def test_gptj_preset_keeps_partial_rotary():
 
 def test_unknown_preset_is_none():
     assert find_preset("llama-7") is None
+
+
+def test_a_plugin_backbone_for_another_family_loads_by_model_type(tmp_path):
+    """The docs/backbones.md example: GPT-NeoX (Pythia) described declaratively, registered like a
+    plugin's hook would, then picked from a saved model's model_type."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from lladapt.models import load_model
+    from lladapt.plugins.backbones.decoder import DecoderBackbone
+
+    class GPTNeoXBackbone(DecoderBackbone):
+        """GPT-NeoX / Pythia: fused query_key_value, dense, MLP dense_h_to_4h / dense_4h_to_h."""
+
+        name = "gpt_neox"
+        model_types = ("gpt_neox",)
+        layers_path = "gpt_neox.layers"
+        embeddings_path = "gpt_neox.embed_in"
+        layer_layout = LayerLayout(
+            projections={
+                "qkv": "attention.query_key_value",
+                "o": "attention.dense",
+                "up": "mlp.dense_h_to_4h",
+                "down": "mlp.dense_4h_to_h",
+            },
+            attention="attention",
+            mlp="mlp",
+            attention_in=("qkv",),
+        )
+        presets = {"pythia-tiny": dict(model_type="gpt_neox", hidden_size=32, intermediate_size=48,
+                                       num_hidden_layers=3, num_attention_heads=2, vocab_size=64)}
+
+    lladapt.get_registry("backbone").add(GPTNeoXBackbone, plugin="test-plugin")
+    cfg = AutoConfig.for_model("gpt_neox", hidden_size=64, intermediate_size=96,
+                               num_hidden_layers=2, num_attention_heads=4, vocab_size=128)
+    AutoModelForCausalLM.from_config(cfg).save_pretrained(tmp_path)
+    loaded = load_model(ModelSection(source=str(tmp_path)), meta=True)  # verify_layout ran
+    assert loaded.backbone.name == "gpt_neox"
+    assert (loaded.layout.intermediate_size, loaded.layout.head_dim) == (96, 16)
+    qkv = loaded.model.get_submodule(loaded.layout.module_path(1, "k"))
+    assert (qkv.in_features, qkv.out_features) == (64, 192)
+    preset = load_model(ModelSection(source="pythia-tiny"))
+    assert (preset.source.kind, preset.layout.num_layers) == ("preset", 3)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from lladapt import Backbone, LayerLayout, Layout
+from lladapt import LayerLayout
+from lladapt.plugins.backbones.decoder import DecoderBackbone
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PretrainedConfig
@@ -27,11 +28,14 @@ _LAYER = LayerLayout(
 )
 
 
-class BloomBackbone(Backbone):
+class BloomBackbone(DecoderBackbone):
     """BLOOM: fused qkv (query_key_value), dense, MLP dense_h_to_4h / dense_4h_to_h."""
 
     name = "bloom"
     model_types = ("bloom",)
+    layers_path = "transformer.h"
+    embeddings_path = "transformer.word_embeddings"
+    layer_layout = _LAYER
     presets = {
         # bigscience/bloom-7b1: output head tied to the input embeddings
         "bloom-7b1": dict(
@@ -41,17 +45,5 @@ class BloomBackbone(Backbone):
         ),
     }
 
-    def layout(self, hf_config: PretrainedConfig) -> Layout:
-        hidden, heads = hf_config.hidden_size, hf_config.num_attention_heads
-        return Layout(
-            layers="transformer.h",
-            num_layers=hf_config.num_hidden_layers,
-            hidden_size=hidden,
-            num_attention_heads=heads,
-            num_key_value_heads=heads,
-            head_dim=hidden // heads,
-            intermediate_size=4 * hidden,  # BLOOM's MLP width is fixed, not a config field
-            vocab_size=hf_config.vocab_size,
-            layer=_LAYER,
-            embeddings="transformer.word_embeddings",
-        )
+    def intermediate_size(self, hf_config: PretrainedConfig) -> int:
+        return 4 * hf_config.hidden_size  # fixed by the architecture, not a config field

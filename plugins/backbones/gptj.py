@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from lladapt import Backbone, LayerLayout, Layout
+from lladapt import LayerLayout
+from lladapt.plugins.backbones.decoder import DecoderBackbone
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PretrainedConfig
@@ -29,12 +30,15 @@ _LAYER = LayerLayout(
 )
 
 
-class GPTJBackbone(Backbone):
+class GPTJBackbone(DecoderBackbone):
     """GPT-J: q/k/v/out_proj attention, MLP fc_in / fc_out, partial rotary embeddings."""
 
     name = "gptj"
     aliases = ("gpt-j",)
     model_types = ("gptj",)
+    layers_path = "transformer.h"
+    embeddings_path = "transformer.wte"
+    layer_layout = _LAYER
     presets = {
         # EleutherAI/gpt-j-6b: untied output head with a bias
         "gpt-j-6b": dict(
@@ -45,18 +49,5 @@ class GPTJBackbone(Backbone):
         ),
     }
 
-    def layout(self, hf_config: PretrainedConfig) -> Layout:
-        hidden, heads = hf_config.hidden_size, hf_config.num_attention_heads
-        return Layout(
-            layers="transformer.h",
-            num_layers=hf_config.num_hidden_layers,
-            hidden_size=hidden,
-            num_attention_heads=heads,
-            num_key_value_heads=heads,
-            head_dim=hidden // heads,
-            # n_inner None means the classic 4x width
-            intermediate_size=getattr(hf_config, "n_inner", None) or 4 * hidden,
-            vocab_size=hf_config.vocab_size,
-            layer=_LAYER,
-            embeddings="transformer.wte",
-        )
+    def intermediate_size(self, hf_config: PretrainedConfig) -> int:
+        return getattr(hf_config, "n_inner", None) or 4 * hf_config.hidden_size  # None: 4x

@@ -6,12 +6,8 @@ heads than q) and a gated MLP ``mlp.{gate,up,down}_proj``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from lladapt import Backbone, LayerLayout, Layout
-
-if TYPE_CHECKING:  # pragma: no cover
-    from transformers import PretrainedConfig
+from lladapt import LayerLayout
+from lladapt.plugins.backbones.decoder import DecoderBackbone
 
 _LAYER = LayerLayout(
     projections={
@@ -36,11 +32,14 @@ _LLAMA_V1 = dict(
 )
 
 
-class LlamaBackbone(Backbone):
+class LlamaBackbone(DecoderBackbone):
     """LLaMA (and Mistral, Qwen2): q/k/v/o attention, gated MLP gate/up/down, grouped-query."""
 
     name = "llama"
     model_types = ("llama", "mistral", "qwen2")
+    layers_path = "model.layers"
+    embeddings_path = "model.embed_tokens"
+    layer_layout = _LAYER
     presets = {
         "llama-7b": dict(
             _LLAMA_V1, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
@@ -51,20 +50,3 @@ class LlamaBackbone(Backbone):
             num_attention_heads=40, num_key_value_heads=40,
         ),
     }
-
-    def layout(self, hf_config: PretrainedConfig) -> Layout:
-        heads = hf_config.num_attention_heads
-        # head_dim is explicit on newer configs (it need not be hidden / heads); older ones lack it
-        head_dim = getattr(hf_config, "head_dim", None) or hf_config.hidden_size // heads
-        return Layout(
-            layers="model.layers",
-            num_layers=hf_config.num_hidden_layers,
-            hidden_size=hf_config.hidden_size,
-            num_attention_heads=heads,
-            num_key_value_heads=getattr(hf_config, "num_key_value_heads", None) or heads,
-            head_dim=head_dim,
-            intermediate_size=hf_config.intermediate_size,
-            vocab_size=hf_config.vocab_size,
-            layer=_LAYER,
-            embeddings="model.embed_tokens",
-        )

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from lladapt import Backbone, LayerLayout, Layout
+from lladapt import LayerLayout
+from lladapt.plugins.backbones.decoder import DecoderBackbone
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PretrainedConfig
@@ -26,11 +27,14 @@ _LAYER = LayerLayout(
 )
 
 
-class OPTBackbone(Backbone):
+class OPTBackbone(DecoderBackbone):
     """OPT: q/k/v/out_proj attention, MLP fc1 / fc2 directly on the decoder layer."""
 
     name = "opt"
     model_types = ("opt",)
+    layers_path = "model.decoder.layers"
+    embeddings_path = "model.decoder.embed_tokens"
+    layer_layout = _LAYER
     presets = {
         # facebook/opt-6.7b: output head tied to the input embeddings, learned positions
         "opt-6.7b": dict(
@@ -41,17 +45,5 @@ class OPTBackbone(Backbone):
         ),
     }
 
-    def layout(self, hf_config: PretrainedConfig) -> Layout:
-        hidden, heads = hf_config.hidden_size, hf_config.num_attention_heads
-        return Layout(
-            layers="model.decoder.layers",
-            num_layers=hf_config.num_hidden_layers,
-            hidden_size=hidden,
-            num_attention_heads=heads,
-            num_key_value_heads=heads,
-            head_dim=hidden // heads,
-            intermediate_size=hf_config.ffn_dim,
-            vocab_size=hf_config.vocab_size,
-            layer=_LAYER,
-            embeddings="model.decoder.embed_tokens",
-        )
+    def intermediate_size(self, hf_config: PretrainedConfig) -> int:
+        return hf_config.ffn_dim
