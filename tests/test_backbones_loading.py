@@ -150,6 +150,24 @@ def test_offline_hub_id_not_in_cache_says_what_to_do(offline):
     )
 
 
+def test_offline_hub_id_in_the_cache_loads_from_it(offline, stories260k):
+    """A hub id resolves through transformers' own hub cache: a snapshot of stories260k laid out
+    the way huggingface_hub stores it loads with no network, at its revision only."""
+    repo = offline / "models--lladapt-test--stories260k"
+    snapshot = repo / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd")
+    for file in stories260k.iterdir():
+        (snapshot / file.name).symlink_to(file)
+    loaded = load_model(ModelSection(source="lladapt-test/stories260k"))
+    assert (loaded.source.kind, loaded.backbone.name) == ("hub", "llama")
+    assert greedy(loaded) == STORY
+    with pytest.raises(ModelLoadError, match=r"^cannot load model 'lladapt-test/stories260k' at "
+                       r"revision 'v2': it is not a local folder or a preset, HF_HUB_OFFLINE"):
+        load_model(ModelSection(source="lladapt-test/stories260k", revision="v2"))
+
+
 def test_offline_misspelt_preset_suggests_the_preset(offline):
     with pytest.raises(ModelLoadError, match=r"Did you mean the preset 'llama-7b'\?$"):
         load_model(ModelSection(source="llama-7bb"))
@@ -226,3 +244,16 @@ def test_config_json_of_stories260k_is_what_the_tests_assume(stories260k):
     assert (config["model_type"], config["pad_token_id"], config["tie_word_embeddings"]) == (
         "llama", None, True,
     )
+
+
+@pytest.mark.gpu
+def test_4bit_loading_on_a_gpu_with_a_device_map(stories260k):
+    loaded = load_model(ModelSection(
+        source=str(stories260k), device_map="auto",
+        quantization=QuantizationConfig(bits=4, compute_dtype="float16"),
+    ))
+    q = loaded.model.get_submodule(loaded.layout.module_path(0, "q"))
+    assert q.weight.device.type == "cuda" and q.compute_dtype == torch.float16
+    ids = loaded.tokenizer(PROMPT, return_tensors="pt").to("cuda")
+    out = loaded.model.generate(**ids, max_new_tokens=40, do_sample=False)
+    assert loaded.tokenizer.decode(out[0], skip_special_tokens=True).startswith(FIRST_SENTENCE)
