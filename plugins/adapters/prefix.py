@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
 import torch
+from pydantic import PositiveInt, model_validator
+
 from lladapt import AdapterError, Layout, Site
 from lladapt.plugins.adapters.prompt_learning import (
     PromptLearningAdapter,
@@ -25,9 +27,7 @@ from lladapt.plugins.adapters.prompt_learning import (
     VirtualTokens,
     cached_length,
     embeddings_path,
-    widen_mask,
 )
-from pydantic import PositiveInt, model_validator
 
 __all__ = ["Prefix", "PrefixEncoder"]
 
@@ -144,9 +144,7 @@ class PrefixEncoder(VirtualTokens):
                 f"past_key_values holds {past} tokens, fewer than the {self.num_virtual_tokens} "
                 "prefix tokens: it was not built by this prefix adapter"
             )
-        call["attention_mask"] = widen_mask(call.get("attention_mask"), self.num_virtual_tokens, past + length)
-        call["position_ids"] = self._shift_positions(call.get("position_ids"), self.num_virtual_tokens, prepend=False)
-        return call
+        return self.align(call, past + length, length, prepended=False)
 
 
 class Prefix(PromptLearningAdapter):

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
 import torch
+from pydantic import model_validator
+
 from lladapt import AdapterError, Layout
 from lladapt.plugins.adapters.prompt_learning import (
     PrependedEmbeddings,
@@ -20,7 +22,6 @@ from lladapt.plugins.adapters.prompt_learning import (
     PromptLearningConfig,
     embeddings_path,
 )
-from pydantic import model_validator
 
 __all__ = ["PromptEmbedding", "PromptTuning"]
 

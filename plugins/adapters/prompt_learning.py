@@ -29,8 +29,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
-from lladapt import Adapter, AdapterError, ComponentConfig, Layout, Site
 from pydantic import PositiveInt
+
+from lladapt import Adapter, AdapterError, ComponentConfig, Layout, Site
 
 __all__ = [
     "MODULE_NAME",
@@ -106,19 +107,36 @@ class VirtualTokens(torch.nn.Module):
         every token)."""
         raise NotImplementedError
 
-    # helpers shared by the subclasses -------------------------------------------------------
+    #: whether the model's forward takes ``position_ids`` (set when the module is installed).
+    takes_position_ids: bool = False
 
-    @staticmethod
-    def _shift_positions(position_ids: Any, offset: int, prepend: bool) -> Any:
-        """``position_ids + offset``; with ``prepend`` also the virtual tokens' 0..offset-1."""
-        if position_ids is None:
-            return None
-        shifted = position_ids + offset
-        if not prepend:
-            return shifted
-        lead = torch.arange(offset, dtype=position_ids.dtype, device=position_ids.device)
-        lead = lead.expand(*position_ids.shape[:-1], offset)
-        return torch.cat((lead, shifted), dim=-1)
+    def align(self, call: dict[str, Any], total: int, length: int, prepended: bool) -> dict[str, Any]:
+        """Fit the attention mask and position ids of ``call`` to the virtual tokens.
+
+        ``total``: key positions this forward attends to (cache + its own tokens, virtual ones
+        included); ``length``: the positions it computes; ``prepended``: the virtual tokens were
+        just prepended to its input embeddings.
+
+        Explicit position ids count real tokens (``generate`` derives them from the attention
+        mask), so they move up by the number of virtual tokens. Without them and with a 2-D mask
+        they are derived from the widened mask the way ``generate`` does it, so that a left-padded
+        plain forward places tokens exactly as ``generate`` (the model's own fallback counts pad
+        tokens, which prefix keys, having no position of their own, would notice).
+        """
+        count = self.num_virtual_tokens
+        mask = widen_mask(call.get("attention_mask"), count, total)
+        call["attention_mask"] = mask
+        positions = call.get("position_ids")
+        if positions is not None:
+            positions = positions + count
+            if prepended:
+                lead = torch.arange(count, dtype=positions.dtype, device=positions.device)
+                positions = torch.cat((lead.expand(*positions.shape[:-1], count), positions), dim=-1)
+            call["position_ids"] = positions
+        elif self.takes_position_ids and isinstance(mask, torch.Tensor) and mask.dim() == 2:
+            derived = mask.long().cumsum(-1) - 1
+            call["position_ids"] = derived.masked_fill(mask == 0, 0)[:, -length:]
+        return call
 
 
 def _bind_arguments(signature: inspect.Signature, args: tuple, kwargs: dict) -> dict[str, Any]:
@@ -137,6 +155,14 @@ def _bind_arguments(signature: inspect.Signature, args: tuple, kwargs: dict) -> 
     return call
 
 
+def _checkpointing(model: torch.nn.Module) -> bool:
+    """Whether gradient (activation) checkpointing is on (transformers 5 renamed the flag)."""
+    for flag in ("is_activation_checkpointing", "is_gradient_checkpointing"):
+        if hasattr(type(model), flag):
+            return bool(getattr(model, flag))
+    return False
+
+
 def _install(model: torch.nn.Module, tokens: VirtualTokens) -> None:
     """Register ``tokens`` on ``model`` and hook the model's forward to rewrite each call."""
     if isinstance(getattr(model, MODULE_NAME, None), VirtualTokens):
@@ -148,7 +174,7 @@ def _install(model: torch.nn.Module, tokens: VirtualTokens) -> None:
 
     def pre_hook(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         encoder = getattr(module, MODULE_NAME)
-        if getattr(module, "is_gradient_checkpointing", False) and module.training:
+        if module.training and _checkpointing(module):
             raise AdapterError(
                 f"{type(encoder).__name__} cannot train with gradient checkpointing: the "
                 "recomputed layers would append the prompt to the KV cache twice. Set "
@@ -156,6 +182,7 @@ def _install(model: torch.nn.Module, tokens: VirtualTokens) -> None:
             )
         return (), encoder.rewrite(module, _bind_arguments(signature, args, kwargs))
 
+    tokens.takes_position_ids = "position_ids" in signature.parameters
     model.add_module(MODULE_NAME, tokens)
     tokens._hook_handle = model.register_forward_pre_hook(pre_hook, with_kwargs=True)
 
@@ -358,6 +385,4 @@ class PrependedEmbeddings(VirtualTokens):
                     "it was not built with this prompt adapter"
                 )
             total = past + length
-        call["attention_mask"] = widen_mask(call.get("attention_mask"), count, total)
-        call["position_ids"] = self._shift_positions(call.get("position_ids"), count, prepend=prefill)
-        return call
+        return self.align(call, total, count + length if prefill else length, prefill)

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
 import torch
+from pydantic import Field, PositiveInt, model_validator
+
 from lladapt import AdapterError, Layout
 from lladapt.plugins.adapters.prompt_learning import (
     MODULE_NAME,
@@ -22,7 +24,6 @@ from lladapt.plugins.adapters.prompt_learning import (
     PromptLearningConfig,
     embeddings_path,
 )
-from pydantic import Field, PositiveInt, model_validator
 
 __all__ = ["PTuning", "PromptEncoder"]
 
@@ -97,7 +98,11 @@ class PTuning(PromptLearningAdapter):
         @model_validator(mode="after")
         def _lstm_only(self) -> PTuning.Config:
             if self.encoder == "mlp":
-                extra = sorted({"encoder_num_layers", "encoder_dropout"} & self.model_fields_set)
+                defaults = type(self).model_fields
+                extra = [
+                    name for name in ("encoder_num_layers", "encoder_dropout")
+                    if getattr(self, name) != defaults[name].default
+                ]
                 if extra:
                     raise ValueError(f"{', '.join(extra)} only apply to encoder: lstm")
             return self
