@@ -8,7 +8,6 @@ from collections.abc import Callable
 from typing import Any
 
 import click
-
 from lladapt import __version__
 from lladapt.errors import LladaptError
 
@@ -26,6 +25,17 @@ class LladaptGroup(click.Group):
                 raise
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:  # a bug, or an error from a library: say so without a wall of text
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(
+                f"Error: unexpected {type(exc).__name__}: {exc}\n"
+                "(rerun with `lladapt --debug ...` for the traceback, and report it if it is a bug)",
+                err=True,
+            )
+            ctx.exit(1)
 
 
 def set_option(func: Callable) -> Callable:

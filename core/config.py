@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from lladapt.errors import ConfigError, ErrorItem, UnknownComponentError
+from lladapt.interfaces import ComponentConfig
+from lladapt.registry import did_you_mean
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -25,10 +28,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-
-from lladapt.errors import ConfigError, ErrorItem, UnknownComponentError
-from lladapt.interfaces import ComponentConfig
-from lladapt.registry import did_you_mean
 
 __all__ = [
     "ComponentSection",

@@ -144,4 +144,3 @@ def write_predictions(path: Path, result: Score) -> None:
             fh.write(json.dumps(asdict(pred), default=str) + "\n")
     tmp.replace(path)
 
-ProgressFn = Callable[[str], None]

@@ -17,7 +17,6 @@ from importlib import metadata
 from typing import Any
 
 import pluggy
-
 from lladapt import hookspecs
 from lladapt.errors import PluginError
 from lladapt.registry import Registry

@@ -5,9 +5,8 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
-from pydantic import BaseModel
-
 from lladapt import config, hookspecs
+from pydantic import BaseModel
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 

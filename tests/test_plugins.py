@@ -7,13 +7,11 @@ import subprocess
 import sys
 import types
 
-import pytest
-
 import lladapt
+import pytest
 from lladapt import plugin_manager
 from lladapt.errors import PluginError, UnknownComponentError
 from lladapt.registry import Registry
-
 from plugin_env import env_with, install
 
 

@@ -1,0 +1,118 @@
+"""The run pipeline end to end (real model, real adapter, generated data), and its safety rules:
+nothing is written before the config and data are validated, no run overwrites another's files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from lladapt.api import run
+from lladapt.errors import DataError, LladaptError
+from lladapt.evaluation import score
+from lladapt.interfaces import Example
+
+
+def small_run(model_dir, out, **extra):
+    config = {
+        "model": str(model_dir),
+        "adapter": {"name": "lora", "r": 4, "alpha": 8},
+        "data": {"train": [{"name": "arith", "limit": 16}], "cutoff_len": 64},
+        "train": {"max_steps": 6, "batch_size": 4, "micro_batch_size": 2, "learning_rate": 0.02,
+                  "warmup_steps": 0, "logging_steps": 1, "save_steps": 3},
+        "eval": {"datasets": [{"name": "arith", "split": "test"}], "limit": 3, "max_new_tokens": 4},
+        "output_dir": str(out),
+    }
+    config.update(extra)
+    return config
+
+
+def test_run_trains_saves_and_evaluates(stories260k, tmp_path):
+    out = tmp_path / "run"
+    results = run(small_run(stories260k, out), echo=lambda _: None)
+    train = results["train"]
+    assert train["steps"] == 6 and train["examples"] == 16
+    assert train["final_loss"] < train["first_loss"]
+    assert results["adapter"]["trainable_parameters"] == 5 * 4 * ((64 + 64) + (64 + 32))  # r=4 on q (64->64), v (64->32: 4 kv heads)
+    [scored] = results["eval"]
+    assert scored["total"] == 3
+    assert scored["correct"] + scored["wrong"] + scored["unparsed"] == 3
+    assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(results))
+    assert len((out / "eval" / "arith-test.jsonl").read_text().splitlines()) == 3
+    assert (out / "checkpoints" / "step-3" / "adapter_model.safetensors").is_file()
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6]
+
+    # the saved adapter, loaded into a fresh base, gives the trained model's logits
+    from lladapt.adapt import AdaptedModel
+    from lladapt.config import ModelSection
+    from lladapt.models import load_model
+
+    fresh = load_model(ModelSection(source=str(stories260k)))
+    reloaded = AdaptedModel.from_pretrained(fresh.model, fresh.layout, out / "adapter")
+    base = load_model(ModelSection(source=str(stories260k))).model
+    ids = torch.tensor([[1, 20, 30, 40]])
+    with torch.no_grad():
+        assert not torch.allclose(reloaded(input_ids=ids).logits, base(input_ids=ids).logits)
+
+
+def test_run_refuses_an_output_dir_holding_files(stories260k, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "results.json").write_text("precious")
+    with pytest.raises(LladaptError, match="already holds files"):
+        run(small_run(stories260k, out), echo=lambda _: None)
+    assert (out / "results.json").read_text() == "precious"
+
+
+def test_bad_data_stops_before_anything_is_written(stories260k, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"instruction": "1+1?", "output": "2", "answer": "2"}, {"instruction": 3}]))
+    out = tmp_path / "run"
+    config = small_run(stories260k, out, data={"train": [{"name": "json", "path": str(bad)}]})
+    with pytest.raises(DataError) as info:
+        run(config, echo=lambda _: None)
+    assert str(bad) in str(info.value) and "record 1" in str(info.value)
+    assert not out.exists()
+
+
+def test_overlap_error_stops_the_run(stories260k, tmp_path):
+    out = tmp_path / "run"
+    config = small_run(stories260k, out)
+    config["data"]["overlap"] = "error"
+    config["data"]["train"] = [{"name": "arith", "split": "test", "limit": 4}]
+    with pytest.raises(DataError, match="the training data contains evaluation items"):
+        run(config, echo=lambda _: None)
+    assert not out.exists()
+
+
+def test_cli_run_reports_errors_without_traceback(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("model: /nonexistent/model\nadapter: lora\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "lladapt.cli", "run", str(path)], capture_output=True, text=True,
+        timeout=300,
+    )
+    assert proc.returncode != 0
+    assert "Error: model.source: no such folder" in proc.stderr
+    assert "/nonexistent/model" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+class _Digits:
+    def parse(self, text):
+        digits = "".join(c for c in text if c.isdigit())
+        return int(digits) if digits else None
+
+    def is_correct(self, prediction, gold):
+        return prediction == int(gold)
+
+
+def test_score_counts_unparsed_apart_from_wrong():
+    examples = [Example("q", answer="4"), Example("q", answer="5"), Example("q", answer="6")]
+    result = score("toy", examples, ["it is 4", "it is 7", "no idea"], _Digits())
+    assert (result.correct, result.unparsed, result.total) == (1, 1, 3)
+    assert result.summary()["wrong"] == 1
+    assert [p.prediction for p in result.predictions] == [4, 7, None]
