@@ -256,7 +256,10 @@ def attach(
         raise AdapterError(f"adapter '{adapter.name}' attached but created no parameters")
     for name in names:
         model.get_parameter(name).requires_grad_(True)
-    return AdaptedModel(model, layout, adapter, placement, sites, names, buffers)
+    adapted = AdaptedModel(model, layout, adapter, placement, sites, names, buffers)
+    # new modules start in training mode: give them the model's (no dropout in an eval model)
+    adapted.train(model.training)
+    return adapted
 
 
 # --------------------------------------------------------------------------- the adapted model

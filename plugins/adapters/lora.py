@@ -77,6 +77,8 @@ class LoraAdapter(Adapter):
     default_placement: ClassVar[dict[str, Any]] = {"name": "modules", "modules": ["q", "v"]}
     Config = LoraConfig
     config: LoraConfig
+    #: PEFT's name for it (folders PEFT wrote load through this adapter).
+    peft_type: ClassVar[str] = "LORA"
 
     CHILDREN: ClassVar[tuple[str, ...]] = ("lora_A", "lora_B", "lora_dropout")
 

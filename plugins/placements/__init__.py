@@ -15,7 +15,5 @@ def register_placements(register):
 
     for cls in (AttentionPlacement, MlpPlacement, BothPlacement, ModulesPlacement):
         register(cls)
-
-    # --- placements of the prompt-learning adapters (layers, embeddings): owned by the
-    # --- prompt-learning helper, who may edit this block.
-    # --- end of prompt-learning placements
+    # The prompt-learning adapters' placements (all_layers, embeddings) are registered by
+    # lladapt.plugins.adapters, beside those adapters.
