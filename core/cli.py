@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import click
+
 from lladapt import __version__
 from lladapt.errors import LladaptError
 

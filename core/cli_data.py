@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+
 from lladapt.cli import echo_json, json_option, report_plugin_failures
 
 data_dir_option = click.option(

@@ -14,9 +14,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from lladapt.errors import ConfigError, ErrorItem, UnknownComponentError
-from lladapt.interfaces import ComponentConfig
-from lladapt.registry import did_you_mean
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -28,6 +25,10 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from lladapt.errors import ConfigError, ErrorItem, UnknownComponentError
+from lladapt.interfaces import ComponentConfig
+from lladapt.registry import did_you_mean
 
 __all__ = [
     "ComponentSection",

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from pydantic import ValidationError
+
 from lladapt.errors import ConfigError, DataError
 from lladapt.interfaces import AnswerParser, Dataset, Example, PromptTemplate
 from lladapt.registry import did_you_mean
-from pydantic import ValidationError
 
 if TYPE_CHECKING:  # pragma: no cover
     from lladapt.config import DatasetRef, RunConfig

@@ -17,6 +17,7 @@ from importlib import metadata
 from typing import Any
 
 import pluggy
+
 from lladapt import hookspecs
 from lladapt.errors import PluginError
 from lladapt.registry import Registry

@@ -30,6 +30,7 @@ def test_help_does_not_import_torch():
 
 def test_version():
     from click.testing import CliRunner
+
     from lladapt import __version__
     from lladapt.cli import cli
 

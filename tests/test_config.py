@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import pytest
+
 from lladapt.config import RunConfig, apply_overrides, load_config
 from lladapt.errors import ConfigError
 

@@ -6,9 +6,10 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from test_data_paper import COUNTS, FOURTEEN
+
 from lladapt import cli_data
 from lladapt.cli import cli
-from test_data_paper import COUNTS, FOURTEEN
 
 
 def run(*args: str):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import warnings
 
 import pytest
+
 from lladapt import get_registry
 from lladapt.data import build_dataset, load_examples
 from lladapt.errors import DataError

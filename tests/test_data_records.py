@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from lladapt.data import (
     build_dataset,
     eval_sets,

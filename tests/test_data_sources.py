@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+
 from lladapt.data_sources import (
     ChecksumError,
     RemoteFile,

@@ -5,8 +5,9 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
-from lladapt import config, hookspecs
 from pydantic import BaseModel
+
+from lladapt import config, hookspecs
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 

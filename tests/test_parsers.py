@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 
 import pytest
+
 from lladapt import get_registry
 from lladapt.data import build_dataset, load_examples, make_parser
 

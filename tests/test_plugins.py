@@ -7,12 +7,13 @@ import subprocess
 import sys
 import types
 
-import lladapt
 import pytest
+from plugin_env import env_with, install
+
+import lladapt
 from lladapt import plugin_manager
 from lladapt.errors import PluginError, UnknownComponentError
 from lladapt.registry import Registry
-from plugin_env import env_with, install
 
 
 def lladapt_cli(*args, env=None):

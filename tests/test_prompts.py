@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from lladapt import Example
 from lladapt.data import format_example, get_template
 

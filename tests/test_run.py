@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+
 from lladapt.api import run
 from lladapt.errors import DataError, LladaptError
 from lladapt.evaluation import score

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from lladapt.data import get_template
 from lladapt.interfaces import Example
 from lladapt.tokenization import IGNORE_INDEX, collate_for_training, encode_for_training

@@ -16,8 +16,9 @@ from __future__ import annotations
 import re
 from typing import ClassVar
 
-from lladapt import AnswerParser, ComponentConfig, DataError
 from pydantic import Field
+
+from lladapt import AnswerParser, ComponentConfig, DataError
 
 #: every answer word of the eight commonsense sets, in the order the code tries them: the
 #: ``choice`` parser's words when a dataset configures none (training mixes, custom files).

@@ -21,9 +21,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import Field, model_validator
+
 from lladapt import ComponentConfig, DataError, Dataset, Example
 from lladapt.data import FIELDS, read_examples
-from pydantic import Field, model_validator
 
 
 class JsonConfig(ComponentConfig):

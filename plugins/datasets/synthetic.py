@@ -7,8 +7,9 @@ from __future__ import annotations
 import random
 from typing import ClassVar
 
-from lladapt import ComponentConfig, DataError, Dataset, Example
 from pydantic import Field
+
+from lladapt import ComponentConfig, DataError, Dataset, Example
 
 _NAMES = ("Ann", "Ben", "Cara", "Dev", "Eli", "Fay", "Gus", "Hana", "Ivo", "Jo", "Kim", "Leo")
 _THINGS = ("apples", "books", "coins", "pens", "cards", "shells", "stamps", "marbles", "cookies")
