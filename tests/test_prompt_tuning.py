@@ -94,6 +94,22 @@ def test_loss_is_over_the_real_tokens_only(name):
     torch.testing.assert_close(out.loss, expected)
 
 
+@pytest.mark.parametrize("name", ["prompt", "ptuning"])
+def test_gradient_checkpointing_gives_the_same_gradients(name):
+    """Unlike prefixes, prepended embeddings need no KV cache, so checkpointing works."""
+    grads = []
+    for checkpointed in (False, True):
+        model = with_adapter(name, num_virtual_tokens=4)
+        if checkpointed:
+            model.activation_checkpointing_enable()
+        model.train()
+        x = ids()
+        model(input_ids=x, labels=x).loss.backward()
+        grads.append([p.grad for p in model.trainable_parameters()])
+    for plain, checkpointed in zip(*grads, strict=True):
+        torch.testing.assert_close(checkpointed, plain)
+
+
 def test_default_learning_rate():
     assert PromptTuning.default_learning_rate == PTuning.default_learning_rate == 3e-2
 
@@ -148,9 +164,11 @@ def test_text_init_finds_the_tokenizer_of_a_loaded_model(stories260k):
     assert torch.equal(model.trainable_parameters()[0][0], base.get_input_embeddings().weight[378])
 
 
-def test_text_init_without_a_tokenizer_says_how_to_give_one():
+def test_text_init_without_a_tokenizer_says_how_to_give_one_and_changes_nothing():
+    model = tiny_model("llama")
     with pytest.raises(AdapterError, match="init_text needs a tokenizer: set adapter.tokenizer"):
-        with_adapter("prompt", init_text="hello")
+        attach_from_config(model, layout_of(model), {"name": "prompt", "init_text": "hello"})
+    assert not hasattr(model, "lladapt_virtual_tokens") and not model._forward_pre_hooks
 
 
 def test_text_init_with_another_models_tokenizer_is_refused(stories260k):

@@ -26,6 +26,7 @@ from lladapt.plugins.adapters.prompt_learning import (
     PromptLearningConfig,
     VirtualTokens,
     cached_length,
+    checkpointing,
     embeddings_path,
 )
 
@@ -128,6 +129,12 @@ class PrefixEncoder(VirtualTokens):
             tokens = call.get("inputs_embeds")
         if tokens is None:
             return call  # the model reports the missing input itself
+        if model.training and checkpointing(model):
+            raise AdapterError(
+                "prefix tuning cannot train with gradient checkpointing: transformers drops the "
+                "KV cache, which holds the prefixes, inside checkpointed layers (the prefixes "
+                "would silently do nothing). Set train.gradient_checkpointing to false"
+            )
         batch_size, length = tokens.shape[0], tokens.shape[1]
         cache = call.get("past_key_values")
         if getattr(cache, UNCACHED_MARK, False):

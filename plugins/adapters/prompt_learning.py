@@ -42,6 +42,7 @@ __all__ = [
     "VirtualTokens",
     "attached_virtual_tokens",
     "cached_length",
+    "checkpointing",
     "detach_virtual_tokens",
     "embeddings_path",
     "widen_mask",
@@ -155,7 +156,7 @@ def _bind_arguments(signature: inspect.Signature, args: tuple, kwargs: dict) -> 
     return call
 
 
-def _checkpointing(model: torch.nn.Module) -> bool:
+def checkpointing(model: torch.nn.Module) -> bool:
     """Whether gradient (activation) checkpointing is on (transformers 5 renamed the flag)."""
     for flag in ("is_activation_checkpointing", "is_gradient_checkpointing"):
         if hasattr(type(model), flag):
@@ -174,12 +175,6 @@ def _install(model: torch.nn.Module, tokens: VirtualTokens) -> None:
 
     def pre_hook(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         encoder = getattr(module, MODULE_NAME)
-        if module.training and _checkpointing(module):
-            raise AdapterError(
-                f"{type(encoder).__name__} cannot train with gradient checkpointing: the "
-                "recomputed layers would append the prompt to the KV cache twice. Set "
-                "train.gradient_checkpointing to false"
-            )
         return (), encoder.rewrite(module, _bind_arguments(signature, args, kwargs))
 
     tokens.takes_position_ids = "position_ids" in signature.parameters
@@ -254,14 +249,19 @@ class PromptLearningAdapter(Adapter):
         hook the model's forward. Returns the module (also at ``model.lladapt_virtual_tokens``)."""
         self.check_sites(layout, sites)
         tokens = self.build(model, layout)
-        _install(model, tokens)
-        self._model, self._tokens = model, tokens
         self._peft_config = self.peft_config(model, layout)
+        _install(model, tokens)  # last: nothing can fail after the model has changed
+        self._model: torch.nn.Module | None = model
+        self._tokens = tokens
         return tokens
 
     def detach(self) -> None:
-        """Remove the virtual tokens and the forward hook: the base model is as before."""
-        detach_virtual_tokens(self._model)
+        """Remove the virtual tokens and the forward hook: the base model is as before. A no-op
+        when nothing is attached (an attach that failed, or a second detach)."""
+        model = getattr(self, "_model", None)
+        if model is not None and attached_virtual_tokens(model) is self._tokens:
+            detach_virtual_tokens(model)
+        self._model = None
 
     # -- PEFT interop ---------------------------------------------------------------------------
 
