@@ -42,12 +42,19 @@ def adapted(family: str, adapter: str, seed: int = 0) -> AdaptedModel:
 
 
 def greedy(model, input_ids: torch.Tensor, steps: int) -> torch.Tensor:
-    """Greedy decoding the slow way: the whole sequence through the model at every step."""
+    """Greedy decoding the slow way: the whole sequence through the model at every step (a row
+    that wrote EOS is padded from then on, as ``generate`` does)."""
+    eos = model.generation_config.eos_token_id
     sequence = input_ids
+    done = torch.zeros(input_ids.shape[0], dtype=torch.bool)
     for _ in range(steps):
         with torch.no_grad():
             logits = model(input_ids=sequence, use_cache=False).logits[:, -1]
-        sequence = torch.cat([sequence, logits.argmax(-1, keepdim=True)], dim=1)
+        token = logits.argmax(-1).masked_fill(done, PAD)
+        done |= token == eos
+        sequence = torch.cat([sequence, token[:, None]], dim=1)
+        if done.all():
+            break
     return sequence
 
 
@@ -156,6 +163,23 @@ def test_peft_loads_what_lladapt_saves(tmp_path, family, adapter):
     model.save_adapter(tmp_path / "a")
     ids = torch.randint(3, 128, (2, 6), generator=torch.Generator().manual_seed(4))
     assert_peft_agrees(model, tiny_model(family), tmp_path / "a", ids)
+
+
+@pytest.mark.parametrize("adapter", ["prefix", "prompt", "ptuning-mlp"])
+def test_half_precision_model_with_float32_virtual_tokens(adapter):
+    """The trainer keeps fp32 master copies of the trainable tensors of a bf16/fp16 model: the
+    virtual tokens are cast to the model's dtype on the way in."""
+    model = tiny_model("llama").to(torch.bfloat16)
+    model = attach_from_config(model, layout_of(model), dict(ADAPTERS[adapter]))
+    assert {p.dtype for p in model.trainable_parameters()} == {torch.bfloat16}
+    for param in model.trainable_parameters():
+        param.data = param.data.float()
+    x = torch.randint(3, 128, (2, 5), generator=torch.Generator().manual_seed(7))
+    model.train()
+    model(input_ids=x, labels=x).loss.backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.trainable_parameters())
+    model.eval()
+    assert torch.equal(generate(model, x), greedy(model, x, 6))
 
 
 @pytest.mark.parametrize("adapter", ["prefix", "prompt"])
