@@ -44,6 +44,7 @@ outputs). The file format itself lives in :mod:`lladapt.adapter_files`.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict
@@ -245,10 +246,21 @@ def attach(
         sites = placement.resolve(layout, adapter)
     sites = list(sites)
     check_sites(model, layout, sites, adapter)
-    for param in model.parameters():
+    flags = [(param, param.requires_grad) for param in model.parameters()]
+    for param, _ in flags:
         param.requires_grad_(False)
     before = _tensor_ids(model)
-    adapter.attach(model, layout, sites)
+    try:
+        adapter.attach(model, layout, sites)
+    except BaseException:
+        # leave the model as it was: take out what was inserted, restore the grad flags
+        detach = getattr(adapter, "detach", None)
+        if detach is not None:
+            with contextlib.suppress(Exception):  # the attach error is the one to report
+                detach()
+        for param, flag in flags:
+            param.requires_grad_(flag)
+        raise
     adapter._lladapt_attached = True  # type: ignore[attr-defined]
     names = [n for n, p in model.named_parameters() if id(p) not in before]
     buffers = [n for n, b in model.named_buffers() if id(b) not in before]

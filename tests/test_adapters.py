@@ -238,6 +238,17 @@ def test_an_adapter_instance_attaches_once():
         attach(testing.tiny_model("llama"), layout_of(model), adapter)
 
 
+def test_a_failed_attach_leaves_the_model_as_it_was():
+    first = tiny_adapted("llama", {"name": "lora", "r": 2}, {"name": "modules", "modules": ["v"]})
+    model = first.base_model
+    second = build_adapter({"name": "lora", "r": 2})
+    with pytest.raises(AdapterError, match="'model.layers.0.self_attn.v_proj' has a LoRA adapter already"):
+        attach(model, layout_of(model), second, build_placement({"name": "modules", "modules": ["q", "v"]}))
+    assert not hasattr(model.model.layers[0].self_attn.q_proj, "lora_A")  # q's branch was taken out
+    assert all(p.requires_grad for p in first.trainable_parameters())  # flags restored
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == first.parameter_names
+
+
 # --------------------------------------------------------------------------- merging
 
 
