@@ -187,3 +187,27 @@ def test_zero_init_starts_every_prefix_at_zero():
             prefixes = model.base_model.lladapt_virtual_tokens()
         assert prefixes.shape == (10, 2 * 2 * 32)
         assert torch.count_nonzero(prefixes) == 0
+
+
+def test_a_model_without_a_kv_cache_argument_is_refused():
+    """A causal LM whose forward takes no ``past_key_values`` (a custom or legacy model) cannot
+    receive prefixes."""
+
+    class NoCache(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def get_input_embeddings(self):
+            return self.inner.get_input_embeddings()
+
+        def forward(self, input_ids, attention_mask=None, labels=None, inputs_embeds=None):
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+
+    inner = tiny_model("llama")
+    model = NoCache(inner)
+    layout = layout_of(inner)
+    sites = Prefix.default_sites(layout)
+    with pytest.raises(AdapterError, match="adapter 'prefix' cannot work with NoCache: its forward takes no past_key_values, and the prefixes are handed to the attention layers as a transformers KV cache"):
+        attach(model, layout, Prefix(), sites=sites)
+    assert not hasattr(model, "lladapt_virtual_tokens")

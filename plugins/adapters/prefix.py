@@ -165,6 +165,10 @@ class Prefix(PromptLearningAdapter):
     site_kind: ClassVar = "layer"
     default_placement: ClassVar[Mapping[str, Any]] = {"name": "all_layers"}
     peft_type: ClassVar[str] = "PREFIX_TUNING"
+    needs_arguments: ClassVar[tuple[str, ...]] = ("past_key_values", "attention_mask")
+    needs_reason: ClassVar[str] = (
+        "the prefixes are handed to the attention layers as a transformers KV cache"
+    )
 
     class Config(PromptLearningConfig):
         #: reparameterise the prefixes through a two-layer tanh MLP (Li & Liang section 4.3).

@@ -229,6 +229,10 @@ class PromptLearningAdapter(Adapter):
     default_learning_rate: ClassVar[float] = 3e-2
     #: PEFT's ``peft_type`` for this adapter.
     peft_type: ClassVar[str] = ""
+    #: forward arguments the model must take by name for this adapter to work.
+    needs_arguments: ClassVar[tuple[str, ...]] = ("inputs_embeds", "attention_mask", "labels")
+    #: why, for the error message when one is missing.
+    needs_reason: ClassVar[str] = "the virtual tokens are prepended to the input embeddings"
 
     Config = PromptLearningConfig
 
@@ -248,12 +252,24 @@ class PromptLearningAdapter(Adapter):
         """Build the virtual tokens on the device and dtype of the model's input embeddings and
         hook the model's forward. Returns the module (also at ``model.lladapt_virtual_tokens``)."""
         self.check_sites(layout, sites)
+        self.check_model(model)
         tokens = self.build(model, layout)
         self._peft_config = self.peft_config(model, layout)
         _install(model, tokens)  # last: nothing can fail after the model has changed
         self._model: torch.nn.Module | None = model
         self._tokens = tokens
         return tokens
+
+    def check_model(self, model: torch.nn.Module) -> None:
+        """The model's forward takes the arguments this adapter rewrites (by name: a catch-all
+        ``**kwargs`` may silently drop them)."""
+        params = inspect.signature(model.forward).parameters
+        missing = [name for name in self.needs_arguments if name not in params]
+        if missing:
+            raise AdapterError(
+                f"adapter '{self.name}' cannot work with {type(model).__name__}: its forward takes "
+                f"no {', '.join(missing)}, and {self.needs_reason}"
+            )
 
     def detach(self) -> None:
         """Remove the virtual tokens and the forward hook: the base model is as before. A no-op
