@@ -29,7 +29,8 @@ looks them up with ``getattr`` and says clearly when one is missing:
     folder PEFT wrote); an adapter that also wants that must implement ``sites_from_peft``:
 
 ``sites_from_peft(peft_config: dict, tensors: dict[str, Tensor], layout) -> (Config, list[Site])``
-    Classmethod: the adapter's Config and sites described by a folder PEFT wrote.
+    Classmethod: the adapter's Config and sites described by a folder PEFT wrote. lladapt picks
+    the adapter by its class attribute ``peft_type`` (``"LORA"``, ``"PREFIX_TUNING"``...).
 
 ``detach() -> None``
     Remove what ``attach`` inserted, restoring the base model (used by
@@ -75,7 +76,7 @@ __all__ = [
 # --------------------------------------------------------------------------- building components
 
 
-def _component_options(kind: str, cls: type, section: Any, where: str) -> ComponentConfig:
+def _component_options(cls: type, section: Any, where: str) -> ComponentConfig:
     """The validated Config of a section: from ``load_config`` when it ran, else validated here."""
     options = getattr(section, "_options", None)
     if options is not None:
@@ -100,7 +101,7 @@ def build_adapter(section: ComponentSection | Mapping[str, Any]) -> Adapter:
     from lladapt.plugin_manager import get_registry
 
     cls = get_registry("adapter").get(_section_name(section))
-    return cls(_component_options("adapter", cls, section, "adapter"))
+    return cls(_component_options(cls, section, "adapter"))
 
 
 def build_placement(
@@ -110,7 +111,7 @@ def build_placement(
     from lladapt.plugin_manager import get_registry
 
     cls = get_registry("placement").get(_section_name(section))
-    return cls(_component_options("placement", cls, section, where))
+    return cls(_component_options(cls, section, where))
 
 
 def default_placement(adapter: Adapter) -> Placement:

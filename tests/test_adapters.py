@@ -322,6 +322,8 @@ def test_training_on_a_quantized_base_lowers_the_loss(stories260k, bits, adapter
     assert type(layer).__name__ == ("Linear4bit" if bits == 4 else "Linear8bitLt")
     torch.manual_seed(0)
     adapted = attach(loaded.model, loaded.layout, build_adapter(adapter), build_placement({"name": "both"}))
+    # packed 4-bit weights count as the parameters they stand for: 260,032 in stories260k
+    assert adapted.num_parameters() - adapted.num_parameters(trainable_only=True) == 260_032
     adapted.train()
     ids = loaded.tokenizer(TEXT, return_tensors="pt").input_ids
     optimizer = torch.optim.AdamW(adapted.trainable_parameters(), lr=1e-2)
