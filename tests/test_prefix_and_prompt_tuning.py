@@ -110,6 +110,14 @@ def test_beam_search_same_with_and_without_cache(family, adapter):
     assert torch.equal(cached, generate(model, ids, num_beams=3, use_cache=False))
 
 
+@pytest.mark.parametrize("adapter", ["prefix", "prompt"])
+def test_static_cache_is_refused_with_the_way_out(adapter):
+    model = adapted("llama", adapter).eval()
+    ids = torch.randint(3, 128, (1, 4), generator=torch.Generator().manual_seed(2))
+    with pytest.raises(lladapt.AdapterError, match=r"need a cache that grows \(StaticCache has a fixed size"):
+        generate(model, ids, cache_implementation="static")
+
+
 @pytest.mark.parametrize("adapter", ["prefix", "prompt", "ptuning-mlp"])
 def test_left_padded_batch_decodes_like_single_rows(family, adapter):
     model = adapted(family, adapter).eval()

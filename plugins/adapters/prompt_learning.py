@@ -61,6 +61,12 @@ def cached_length(cache: Any) -> int:
             f"prompt-learning adapters need a transformers Cache object as past_key_values, not "
             f"{type(cache).__name__} (transformers 5 dropped tuple caches)"
         )
+    if getattr(cache, "is_compileable", False):
+        raise AdapterError(
+            f"prompt-learning adapters need a cache that grows ({type(cache).__name__} has a "
+            "fixed size, chosen without the virtual tokens): use the default dynamic cache, not "
+            "generate(cache_implementation='static')"
+        )
     return int(cache.get_seq_length())
 
 
