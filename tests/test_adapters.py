@@ -238,6 +238,23 @@ def test_an_adapter_instance_attaches_once():
         attach(testing.tiny_model("llama"), layout_of(model), adapter)
 
 
+def test_gradient_checkpointing_gives_the_same_gradients():
+    """The parallel adapter beside a block records the block input in a hook; recomputation under
+    activation checkpointing must record it again, in the same order."""
+    grads = []
+    for checkpointing in (False, True):
+        adapted = tiny_adapted("llama", {"name": "parallel", "bottleneck_size": 4}, "both")
+        randomise(adapted)
+        adapted.train()
+        if checkpointing:
+            enable = getattr(adapted, "activation_checkpointing_enable", None)
+            (enable or adapted.gradient_checkpointing_enable)()
+            adapted.enable_input_require_grads()
+        adapted(IDS, labels=IDS, use_cache=False).loss.backward()
+        grads.append([p.grad for p in adapted.trainable_parameters()])
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads, strict=True))
+
+
 def test_a_failed_attach_leaves_the_model_as_it_was():
     first = tiny_adapted("llama", {"name": "lora", "r": 2}, {"name": "modules", "modules": ["v"]})
     model = first.base_model
