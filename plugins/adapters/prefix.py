@@ -10,6 +10,10 @@ forward, exactly as PEFT does, so attention, ALiBi (BLOOM), rotary (LLaMA, GPT-J
 positions (OPT) all see them as ``num_virtual_tokens`` earlier tokens. They are sized by the
 number of KEY/VALUE heads: on grouped-query models (LLaMA-2-70B, stories260k) the cache holds
 ``num_key_value_heads`` heads, not ``num_attention_heads``.
+
+Two limits follow from living in the cache: every layer gets a prefix (transformers builds one
+attention mask for all layers, so a layer without one could not mask the prefix positions out),
+and training cannot use gradient checkpointing (checkpointed layers are handed no cache).
 """
 
 from __future__ import annotations
