@@ -110,6 +110,9 @@ def run(
     out = Path(config.output_dir)
     _check_output_dir(out, overwrite)
     echo(f"loading {config.model.source}")
+    from transformers import set_seed
+
+    set_seed(config.train.seed)  # adapter initialisation is part of the run's reproducibility
     built = build(config)
     out.mkdir(parents=True, exist_ok=True)
     _write_json(out / CONFIG_FILE, config.model_dump(mode="json"))
@@ -134,10 +137,11 @@ def run(
         trained = train(
             built.model, encoded, config.train, learning_rate=lr,
             pad_token_id=tokenizer.pad_token_id,
-            save=built.model.save_adapter, checkpoint_dir=out / "checkpoints",
+            save=lambda path: built.model.save_adapter(path, overwrite=overwrite),
+            checkpoint_dir=out / "checkpoints",
             log=jsonl_logger(out / "train_log.jsonl", echo=lambda r: echo(json.dumps(r))),
         )
-        built.model.save_adapter(out / ADAPTER_DIR)
+        built.model.save_adapter(out / ADAPTER_DIR, overwrite=overwrite)
         results["train"] = {
             "examples": len(encoded), "steps": trained.steps, "epochs": round(trained.epochs, 4),
             "first_loss": trained.first_loss, "final_loss": trained.final_loss,

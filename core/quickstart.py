@@ -35,17 +35,17 @@ def smollm2_gguf() -> Path:
 
 def quickstart_config() -> dict[str, Any]:
     """The quickstart run: LoRA (r=8 on q, v: the paper's) on SmolLM2-135M-Instruct, trained on
-    the synthetic ``arith`` word problems for a few minutes of CPU, then evaluated on held-out
+    the synthetic ``arith`` word problems (12 steps of 8, about two minutes on two CPU cores), then evaluated on held-out
     ``arith`` problems."""
     return {
         "model": {"source": str(smollm2_gguf())},
         "adapter": {"name": "lora", "r": 8, "alpha": 16, "dropout": 0.05},
-        "data": {"train": [{"name": "arith", "split": "train", "limit": 256}], "cutoff_len": 128},
+        "data": {"train": [{"name": "arith", "split": "train", "limit": 96}], "cutoff_len": 96},
         "train": {
-            "max_steps": 24, "batch_size": 8, "micro_batch_size": 4, "learning_rate": 1e-3,
-            "warmup_steps": 4, "logging_steps": 4, "save_steps": 0,
+            "max_steps": 12, "batch_size": 8, "micro_batch_size": 8, "learning_rate": 2e-3,
+            "warmup_steps": 2, "logging_steps": 2, "save_steps": 0,
         },
         "eval": {"datasets": [{"name": "arith", "split": "test"}], "limit": 32,
-                 "max_new_tokens": 24, "batch_size": 16},
+                 "max_new_tokens": 32, "batch_size": 16},
         "output_dir": f"runs/quickstart-{time.strftime('%Y%m%d-%H%M%S')}",
     }

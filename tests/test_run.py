@@ -117,3 +117,25 @@ def test_score_counts_unparsed_apart_from_wrong():
     assert (result.correct, result.unparsed, result.total) == (1, 1, 3)
     assert result.summary()["wrong"] == 1
     assert [p.prediction for p in result.predictions] == [4, 7, None]
+
+
+def test_overwrite_replaces_an_earlier_run(stories260k, tmp_path):
+    out = tmp_path / "run"
+    quick = {"max_steps": 2, "batch_size": 2, "micro_batch_size": 2, "save_steps": 1,
+             "warmup_steps": 0}
+    run(small_run(stories260k, out, train=quick, eval={}), echo=lambda _: None)
+    from safetensors.torch import load_file
+
+    def tensors():
+        return load_file(out / "adapter" / "adapter_model.safetensors")
+
+    first = tensors()
+    same = run(small_run(stories260k, out, train=quick, eval={}), overwrite=True, echo=lambda _: None)
+    assert same["train"]["steps"] == 2
+    again = tensors()
+    assert first.keys() == again.keys()
+    assert all(torch.equal(first[k], again[k]) for k in first)  # the same seed reproduces the run
+    other_seed = small_run(stories260k, out, train={**quick, "seed": 7}, eval={})
+    run(other_seed, overwrite=True, echo=lambda _: None)
+    changed = tensors()
+    assert not all(torch.equal(first[k], changed[k]) for k in first)
