@@ -13,6 +13,15 @@ from lladapt.config import RunConfig, apply_overrides, load_config
 from lladapt.errors import ConfigError
 
 
+#: a config with three independent mistakes, all to be reported in one run.
+THREE_MISTAKES = """
+model: llama-7b
+adapter: {name: lora, dropuot: 0.1}
+train: {learning_rate: -0.0003}
+data: {template: alpacca}
+"""
+
+
 def write(tmp_path, text, name="run.yaml"):
     path = tmp_path / name
     path.write_text(textwrap.dedent(text))
@@ -47,15 +56,7 @@ def test_component_fields_validated_against_their_own_config(tmp_path):
 
 
 def test_three_mistakes_reported_together(tmp_path):
-    path = write(
-        tmp_path,
-        """
-        model: llama-7b
-        adapter: {name: lora, dropuot: 0.1}
-        train: {learning_rate: -0.0003}
-        data: {template: alpacca}
-        """,
-    )
+    path = write(tmp_path, THREE_MISTAKES)
     with pytest.raises(ConfigError) as info:
         load_config(path)
     errors = {e.path: e.message for e in info.value.errors}
@@ -129,15 +130,7 @@ def test_dict_source_and_round_trip():
 
 
 def test_cli_validate_exit_code_2_and_no_traceback(tmp_path):
-    path = write(
-        tmp_path,
-        """
-        model: llama-7b
-        adapter: {name: lora, dropuot: 0.1}
-        train: {learning_rate: -0.0003}
-        data: {template: alpacca}
-        """,
-    )
+    path = write(tmp_path, THREE_MISTAKES)
     proc = subprocess.run(
         [sys.executable, "-m", "lladapt.cli", "validate", str(path)],
         capture_output=True, text=True, timeout=300,
