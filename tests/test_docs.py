@@ -35,3 +35,14 @@ def test_config_models_forbid_unknown_keys():
     for section in (config.RunConfig, config.ModelSection, config.DataSection,
                     config.TrainSection, config.EvalSection, config.QuantizationConfig):
         assert issubclass(section, BaseModel) and section.model_config["extra"] == "forbid"
+
+
+def test_every_adapter_and_placement_field_is_documented():
+    import lladapt
+
+    text = (DOCS / "adapters.md").read_text()
+    for kind in ("adapter", "placement"):
+        for entry in lladapt.get_registry(kind).entries():
+            assert f"`{entry.name}`" in text, f"{kind} {entry.name} missing from docs/adapters.md"
+            for field in entry.cls.Config.model_fields:
+                assert f"`{field}`" in text, f"{kind} {entry.name}.{field} missing from docs/adapters.md"
