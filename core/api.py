@@ -87,7 +87,7 @@ def run(
     adapter, logs and ``results.json`` into ``output_dir``. Returns the results."""
     import warnings
 
-    from lladapt.data import eval_sets, get_template, make_parser, train_examples
+    from lladapt.data import eval_sets, get_template, load_examples, make_parser
     from lladapt.evaluation import evaluate_dataset, write_predictions
     from lladapt.overlap import DataOverlapWarning, check_overlap
     from lladapt.plugin_manager import get_registry
@@ -95,12 +95,18 @@ def run(
     from lladapt.training import jsonl_logger, train
 
     config = as_config(config, overrides)
-    # Everything that can fail on the user's input fails here, before a file is written.
-    examples = train_examples(config)
+    # Everything that can fail on the user's input fails here, before a file is written; each
+    # data file is read once.
+    train_sets = [
+        (f"{ref.name}:{ref.split or 'train'}",
+         load_examples(ref, data_dir=config.data.data_dir, purpose="train"))
+        for ref in config.data.train
+    ]
+    examples = [ex for _, subset in train_sets for ex in subset]
     evals = eval_sets(config)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DataOverlapWarning)
-        check_overlap(config)
+        check_overlap(config, train_sets, [(f"{e.name}:{e.split}", e.examples) for e in evals])
     for warning in caught:
         echo(f"Warning: {warning.message}")
     template = get_template(config.data.template)

@@ -86,25 +86,39 @@ def _label(ref: Any, split: str) -> str:
     return f"{ref.name}:{split}"
 
 
-def check_overlap(config: RunConfig) -> list[OverlapReport]:
+def check_overlap(
+    config: RunConfig,
+    train: Sequence[tuple[str, Sequence[Example]]] | None = None,
+    evaluation: Sequence[tuple[str, Sequence[Example]]] | None = None,
+) -> list[OverlapReport]:
     """Compare every training set of a run with every evaluation set and act on
     ``data.overlap``: ``warn`` (a :class:`DataOverlapWarning`), ``error`` (a :class:`DataError`)
-    or ``ignore`` (nothing is loaded). Returns the reports that found an overlap."""
+    or ``ignore`` (nothing is loaded). Returns the reports that found an overlap.
+
+    ``train`` / ``evaluation`` are ``(label, examples)`` pairs a caller has already loaded (a run
+    loads its data once); by default they are loaded from the config."""
     action = config.data.overlap
     if action == "ignore" or not config.data.train or not config.eval.datasets:
         return []
     data_dir = config.data.data_dir
-    train = []
-    for ref in config.data.train:
-        examples = load_examples(ref, data_dir=data_dir, purpose="train")
-        train.append((_label(ref, ref.split or "train"), examples))
+    if train is None:
+        train = [
+            (_label(ref, ref.split or "train"), load_examples(ref, data_dir=data_dir, purpose="train"))
+            for ref in config.data.train
+        ]
+    if evaluation is None:
+        evaluation = []
+        for ref in config.eval.datasets:
+            split = ref.split or config.eval.split
+            examples = load_examples(
+                ref, split, data_dir=data_dir, limit=config.eval.limit, purpose="eval"
+            )
+            evaluation.append((_label(ref, split), examples))
     found = []
-    for ref in config.eval.datasets:
-        split = ref.split or config.eval.split
-        examples = load_examples(ref, split, data_dir=data_dir, limit=config.eval.limit, purpose="eval")
+    for eval_label, examples in evaluation:
         for train_label, train_examples in train:
             report = find_overlap(
-                train_examples, examples, train_name=train_label, eval_name=_label(ref, split)
+                train_examples, examples, train_name=train_label, eval_name=eval_label
             )
             if report.seen:
                 found.append(report)
