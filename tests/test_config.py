@@ -12,7 +12,6 @@ import pytest
 from lladapt.config import RunConfig, apply_overrides, load_config
 from lladapt.errors import ConfigError
 
-
 #: a config with three independent mistakes, all to be reported in one run.
 THREE_MISTAKES = """
 model: llama-7b
