@@ -12,18 +12,23 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "CACHE",
     "CACHE_NAMES",
     "activation_checkpointing",
     "cache_argument",
+    "cache_length",
     "dynamic_cache",
     "forward_parameters",
+    "is_cache",
+    "is_static_cache",
     "missing_arguments",
+    "name_or_path",
     "output_cache",
     "take_cache",
 ]
@@ -42,7 +47,7 @@ def forward_parameters(model: torch.nn.Module | Callable[..., Any]) -> Mapping[s
     """The named parameters of ``model.forward`` (or of a callable). transformers decorates its
     forwards with ``functools.wraps``, so the signature is the real one; a catch-all ``**kwargs``
     is not counted as taking any particular name."""
-    forward = model.forward if isinstance(model, torch.nn.Module) else model
+    forward = getattr(model, "forward", model)
     return inspect.signature(forward).parameters
 
 
@@ -107,3 +112,26 @@ def dynamic_cache(pairs: list[tuple[torch.Tensor, torch.Tensor]], config: Any) -
     from transformers import DynamicCache
 
     return DynamicCache(pairs, config=config)
+
+
+def is_cache(obj: Any) -> bool:
+    """Whether ``obj`` is a transformers ``Cache`` (transformers 5 dropped tuple caches)."""
+    return hasattr(obj, "get_seq_length")
+
+
+def is_static_cache(cache: Any) -> bool:
+    """Whether ``cache`` has a fixed size (``StaticCache`` and its kin mark themselves
+    ``is_compileable``); such a cache is sized before any virtual token is added."""
+    return bool(getattr(cache, "is_compileable", False))
+
+
+def cache_length(cache: Any) -> int:
+    """Tokens already in a KV cache (0 for None)."""
+    return 0 if cache is None else int(cache.get_seq_length())
+
+
+def name_or_path(model: torch.nn.Module) -> str | None:
+    """Where ``model`` was loaded from (hub id or folder), as ``from_pretrained`` records it in the
+    private ``config._name_or_path``; None for a model built from a config."""
+    config = getattr(model, "config", None)
+    return getattr(config, "_name_or_path", None) or None

@@ -54,18 +54,18 @@ def cached_length(cache: Any) -> int:
     """Tokens already in a KV cache (0 for None or an empty cache)."""
     if cache is None:
         return 0
-    if not hasattr(cache, "get_seq_length"):
+    if not hf_compat.is_cache(cache):
         raise AdapterError(
             f"prompt-learning adapters need a transformers Cache object as past_key_values, not "
             f"{type(cache).__name__} (transformers 5 dropped tuple caches)"
         )
-    if getattr(cache, "is_compileable", False):
+    if hf_compat.is_static_cache(cache):
         raise AdapterError(
             f"prompt-learning adapters need a cache that grows ({type(cache).__name__} has a "
             "fixed size, chosen without the virtual tokens): use the default dynamic cache, not "
             "generate(cache_implementation='static')"
         )
-    return int(cache.get_seq_length())
+    return hf_compat.cache_length(cache)
 
 
 def widen_mask(mask: Any, num_virtual: int, total: int) -> Any:
@@ -301,7 +301,7 @@ class PromptLearningAdapter(Adapter):
             "num_layers": layout.num_layers,
             "num_attention_heads": layout.num_attention_heads,
             "token_dim": layout.hidden_size,
-            "base_model_name_or_path": getattr(model, "name_or_path", None) or None,
+            "base_model_name_or_path": hf_compat.name_or_path(model),
             **self._peft_fields(model, layout),
         }
 
