@@ -24,6 +24,7 @@ __all__ = [
     "cache_argument",
     "cache_length",
     "dynamic_cache",
+    "enable_activation_checkpointing",
     "forward_parameters",
     "is_cache",
     "is_static_cache",
@@ -102,6 +103,29 @@ def activation_checkpointing(model: torch.nn.Module) -> bool:
     for flag in ("is_activation_checkpointing", "is_gradient_checkpointing"):
         if hasattr(type(model), flag):
             return bool(getattr(model, flag))
+    return False
+
+
+def enable_activation_checkpointing(model: torch.nn.Module) -> bool:
+    """Turn on activation (gradient) checkpointing with non-reentrant ``torch.utils.checkpoint``;
+    False when the model has no way to (a model that is not a transformers ``PreTrainedModel``).
+
+    transformers 5.x added ``activation_checkpointing_enable(activation_checkpointing_kwargs=)``
+    and deprecated ``gradient_checkpointing_enable(gradient_checkpointing_kwargs=)`` (a
+    FutureWarning on every call, removal in 6). Before 5.x-new the old name is the only one.
+    Input embeddings are made to require grad (the frozen base would otherwise cut the graph at
+    the first checkpointed layer); the new method does this itself, the call is idempotent."""
+    for method, keyword in (
+        ("activation_checkpointing_enable", "activation_checkpointing_kwargs"),
+        ("gradient_checkpointing_enable", "gradient_checkpointing_kwargs"),
+    ):
+        enable = getattr(model, method, None)
+        if enable is not None:
+            enable(**{keyword: {"use_reentrant": False}})
+            require_grads = getattr(model, "enable_input_require_grads", None)
+            if require_grads is not None:
+                require_grads()
+            return True
     return False
 
 
