@@ -1,8 +1,7 @@
 from __future__ import annotations
 
 import pytest
-
-from lladapt import testing
+from assets import shared_asset
 
 
 @pytest.fixture(autouse=True)
@@ -17,18 +16,12 @@ def _fresh_plugins(monkeypatch):
 
 @pytest.fixture
 def stories260k():
-    path = testing.stories260k_dir()
-    if path is None:
-        pytest.skip("../shared/models/stories260k is absent (set LLADAPT_SHARED_DIR)")
-    return path
+    return shared_asset("models", "stories260k", "config.json").parent
 
 
 @pytest.fixture
 def paper_data():
-    path = testing.paper_data_dir()
-    if path is None:
-        pytest.skip("../shared/data/llm-adapters is absent (set LLADAPT_SHARED_DIR)")
-    return path
+    return shared_asset("data", "llm-adapters")
 
 
 def pytest_collection_modifyitems(config, items):
