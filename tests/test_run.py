@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+from run_support import rescored
 
 from lladapt.api import run
 from lladapt.errors import DataError, LladaptError
@@ -28,23 +29,6 @@ def small_run(model_dir, out, **extra):
     }
     config.update(extra)
     return config
-
-
-def rescored(path, dataset_name):
-    """correct, wrong and unparsed recounted line by line from a predictions file: each response
-    parsed again with the dataset's parser and judged against the gold answer written beside it."""
-    from lladapt.data import build_dataset, make_parser
-
-    parser = make_parser(build_dataset(dataset_name))
-    counts = {"correct": 0, "wrong": 0, "unparsed": 0}
-    for line in path.read_text().splitlines():
-        record = json.loads(line)
-        prediction = parser.parse(record["response"])
-        verdict = ("unparsed" if prediction is None
-                   else "correct" if parser.is_correct(prediction, record["answer"]) else "wrong")
-        assert record["correct"] == (verdict == "correct"), record
-        counts[verdict] += 1
-    return counts
 
 
 def test_run_trains_saves_and_evaluates(stories260k, tmp_path, logits_when_saved):
