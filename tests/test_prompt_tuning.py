@@ -17,6 +17,7 @@ from lladapt.testing import tiny_model
 #: PEFT's own warnings (transformers deprecations it trips, its position-id notice).
 pytestmark = [
     pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning"),
+    pytest.mark.filterwarnings("ignore:`past_key_values` is deprecated:FutureWarning"),
     pytest.mark.filterwarnings("ignore:Position ids are not supported:UserWarning"),
 ]
 
