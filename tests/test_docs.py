@@ -46,3 +46,17 @@ def test_every_adapter_and_placement_field_is_documented():
             assert f"`{entry.name}`" in text, f"{kind} {entry.name} missing from docs/adapters.md"
             for field in entry.cls.Config.model_fields:
                 assert f"`{field}`" in text, f"{kind} {entry.name}.{field} missing from docs/adapters.md"
+
+
+def test_readme_says_how_builtins_and_third_party_plugins_are_found():
+    from importlib import metadata
+
+    from lladapt import plugin_manager
+
+    readme = " ".join((DOCS.parent / "README.md").read_text().split())
+    # the built-ins are a list in code, not entry points of lladapt's own distribution
+    own = [ep for ep in metadata.entry_points(group="lladapt") if ep.dist and ep.dist.name == "lladapt"]
+    assert own == [] and plugin_manager.BUILTIN_PLUGINS
+    assert "listed in code (`lladapt.plugin_manager.BUILTIN_PLUGINS`)" in readme
+    assert "would be (entry-point group `lladapt`)" not in readme
+    assert "third-party plugins register through the entry-point group `lladapt`" in readme
