@@ -144,7 +144,9 @@ def test_trained_saved_reloaded_and_loaded_by_peft(ia3_site, stories260k, tmp_pa
     assert torch.allclose(_logits(adapted, ids), logits, atol=1e-5, rtol=1e-6)
     adapted.unmerge()
     assert torch.equal(_logits(adapted, ids), logits)
-    assert torch.equal(_logits(adapted.unload(), ids), base_logits)
+    base = adapted.unload()
+    assert torch.equal(_logits(base, ids), base_logits)
+    assert not [key for key in base.state_dict() if "ia3" in key]
 
 
 def test_a_folder_peft_wrote_loads_in_lladapt(ia3_site, stories260k, tmp_path):
@@ -167,3 +169,13 @@ def test_a_folder_peft_wrote_loads_in_lladapt(ia3_site, stories260k, tmp_path):
     assert adapted.adapter.name == "ia3"
     assert {s.mode for s in adapted.sites if s.role == "down"} == {"input"}
     assert torch.allclose(_logits(adapted, ids), _logits(peft_model.eval(), ids), atol=1e-5, rtol=0)
+
+
+def test_disabled_plugin_is_named_not_unknown(ia3_site, stories260k, tmp_path, monkeypatch):
+    monkeypatch.setenv("LLADAPT_DISABLE_PLUGINS", "ia3")
+    result = CliRunner().invoke(cli, ["validate", _config(tmp_path, stories260k)])
+    assert result.exit_code == 2
+    assert (
+        "  adapter.name: adapter 'ia3' is not available: its plugin 'ia3' (distribution "
+        "'lladapt-ia3 0.1.0') is disabled by LLADAPT_DISABLE_PLUGINS=ia3. Registered: "
+    ) in result.output
