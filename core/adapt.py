@@ -24,8 +24,9 @@ looks them up with ``getattr`` and says clearly when one is missing:
     so that ``peft.PeftModel.from_pretrained(base, folder)`` loads the folder.
 
 ``from_peft(peft_config: dict, tensors: dict[str, Tensor]) -> dict[str, Tensor]``
-    The inverse: PEFT's tensors back to the adapter's state keys. A classmethod, so that an
-    adapter trained with PEFT can be imported (:func:`lladapt.adapter_files.load_adapter` with a
+    The inverse: PEFT's tensors back to the adapter's state keys. A classmethod; an adapter with
+    ``to_peft`` needs it (lladapt reads its own PEFT-format folders back through it), and with it
+    an adapter trained with PEFT can be imported (:func:`lladapt.adapter_files.load_adapter` with a
     folder PEFT wrote); an adapter that also wants that must implement ``sites_from_peft``:
 
 ``sites_from_peft(peft_config: dict, tensors: dict[str, Tensor], layout) -> (Config, list[Site])``
@@ -34,7 +35,10 @@ looks them up with ``getattr`` and says clearly when one is missing:
 
 ``detach() -> None``
     Remove what ``attach`` inserted, restoring the base model (used by
-    :meth:`AdaptedModel.unload`).
+    :meth:`AdaptedModel.unload`, and to clean up after an ``attach`` that raised).
+
+docs/plugins.md states each contract with an example (the IA3 adapter of
+``examples/lladapt-ia3``).
 
 Everything else is generic: the state is every tensor the adapter created, keyed by its path in
 the base model and saved as ``base_model.model.<path>`` (PEFT's and the paper code's key scheme),

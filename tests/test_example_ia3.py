@@ -140,8 +140,8 @@ def test_trained_saved_reloaded_and_loaded_by_peft(ia3_site, stories260k, tmp_pa
     assert torch.allclose(_logits(peft_model, ids), logits, atol=1e-5, rtol=0)
 
     # merged: same outputs; unmerged: restored exactly; detached: the base model again
-    adapted.merge()  # (W * s) x rounds differently from (W x) * s: float32 round-off, ~1e-6 relative
-    assert torch.allclose(_logits(adapted, ids), logits, atol=1e-5, rtol=1e-6)
+    adapted.merge()  # (W * s) x rounds differently from (W x) * s: float32 round-off
+    assert torch.allclose(_logits(adapted, ids), logits, atol=1e-5)  # rtol 1e-5, as for LoRA
     adapted.unmerge()
     assert torch.equal(_logits(adapted, ids), logits)
     base = adapted.unload()
