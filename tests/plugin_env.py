@@ -63,8 +63,12 @@ def build_wheel(project: Path, out: Path) -> Path:
 
 
 def install_wheel(project: Path, site: Path) -> Path:
-    """Build ``project``'s wheel and unpack it into ``site`` (package + ``*.dist-info``)."""
-    wheel = build_wheel(project, site.parent / f"{site.name}-wheel")
+    """Build ``project``'s wheel (from a copy: setuptools writes build/ and egg-info beside the
+    sources) and unpack it into ``site`` (package + ``*.dist-info``)."""
+    source = site.parent / f"{site.name}-src"
+    shutil.copytree(project, source, ignore=shutil.ignore_patterns(
+        "build", "*.egg-info", "__pycache__"))
+    wheel = build_wheel(source, site.parent / f"{site.name}-wheel")
     with zipfile.ZipFile(wheel) as zf:
         zf.extractall(site)
     return site
