@@ -24,8 +24,9 @@ looks them up with ``getattr`` and says clearly when one is missing:
     so that ``peft.PeftModel.from_pretrained(base, folder)`` loads the folder.
 
 ``from_peft(peft_config: dict, tensors: dict[str, Tensor]) -> dict[str, Tensor]``
-    The inverse: PEFT's tensors back to the adapter's state keys. A classmethod, so that an
-    adapter trained with PEFT can be imported (:func:`lladapt.adapter_files.load_adapter` with a
+    The inverse: PEFT's tensors back to the adapter's state keys. A classmethod; an adapter with
+    ``to_peft`` needs it (lladapt reads its own PEFT-format folders back through it), and with it
+    an adapter trained with PEFT can be imported (:func:`lladapt.adapter_files.load_adapter` with a
     folder PEFT wrote); an adapter that also wants that must implement ``sites_from_peft``:
 
 ``sites_from_peft(peft_config: dict, tensors: dict[str, Tensor], layout) -> (Config, list[Site])``
@@ -34,7 +35,10 @@ looks them up with ``getattr`` and says clearly when one is missing:
 
 ``detach() -> None``
     Remove what ``attach`` inserted, restoring the base model (used by
-    :meth:`AdaptedModel.unload`).
+    :meth:`AdaptedModel.unload`, and to clean up after an ``attach`` that raised).
+
+docs/plugins.md states each contract with an example (the IA3 adapter of
+``examples/lladapt-ia3``).
 
 Everything else is generic: the state is every tensor the adapter created, keyed by its path in
 the base model and saved as ``base_model.model.<path>`` (PEFT's and the paper code's key scheme),
@@ -169,55 +173,98 @@ def _linear_names(layer: nn.Module) -> list[str]:
     return [name for name, m in layer.named_modules() if name and _is_linear_like(m)]
 
 
-def check_sites(model: nn.Module, layout: Layout, sites: Sequence[Site], adapter: Adapter) -> None:
-    """Every module site (and source) names a Linear-like module of ``model``; one message lists
-    every problem with what the backbone has instead."""
-    problems: list[str] = []
+def site_problems(
+    model: nn.Module, layout: Layout, sites: Sequence[Site], adapter: Adapter
+) -> list[str]:
+    """What is wrong with ``sites`` for ``adapter`` on ``model``: a module that does not exist or
+    is not Linear-like, a mode the adapter lacks, a site of the wrong kind. A problem that repeats
+    in every layer is said once, with the layers it concerns."""
     if not sites:
-        raise PlacementError(f"the placement resolved no sites for adapter '{adapter.name}'")
+        return [f"the placement resolved no sites for adapter '{adapter.name}'"]
+    by_problem: dict[str, list[int]] = {}
     for site in sites:
-        if site.kind != adapter.site_kind:
-            problems.append(
-                f"site '{site.path}' is a {site.kind} site; adapter '{adapter.name}' needs "
-                f"{adapter.site_kind} sites"
-            )
+        for problem in _problems_of_site(model, layout, site, adapter):
+            layers = by_problem.setdefault(problem, [])
+            if site.layer is not None:
+                layers.append(site.layer)
+    return [
+        problem.replace(_LAYERS, f" in {_layer_list(layers)}" if layers else "")
+        for problem, layers in by_problem.items()
+    ]
+
+
+#: where a problem's layers go in its message, once the sites are grouped.
+_LAYERS = "<layers>"
+
+
+def _problems_of_site(model: nn.Module, layout: Layout, site: Site, adapter: Adapter) -> list[str]:
+    """The problems of one site, worded without its layer index (so that layers group)."""
+    if site.kind != adapter.site_kind:
+        return [
+            f"site '{site.path}' is a {site.kind} site; adapter '{adapter.name}' needs "
+            f"{adapter.site_kind} sites"
+        ]
+    if site.kind != "module":
+        return []
+    problems = []
+    if site.mode not in adapter.modes:
+        problems.append(
+            f"adapter '{adapter.name}' has no mode '{site.mode}' (module "
+            f"'{_in_layer(layout, site, site.path)}'{_LAYERS}); its modes: "
+            + ", ".join(sorted(adapter.modes))
+        )
+    for path in (site.path, site.source):
+        if path is None:
             continue
-        if site.kind != "module":
-            continue
-        if site.mode not in adapter.modes:
-            problems.append(
-                f"adapter '{adapter.name}' has no mode '{site.mode}' (site '{site.path}'); "
-                f"its modes: {', '.join(sorted(adapter.modes))}"
-            )
-        for path in (site.path, site.source):
-            if path is None:
-                continue
-            try:
-                module = model.get_submodule(path)
-            except AttributeError:
-                module = None
-            if module is None or not _is_linear_like(module):
-                problems.append(_missing_module_message(model, layout, site, path, module))
+        try:
+            module = model.get_submodule(path)
+        except AttributeError:
+            module = None
+        if module is None or not _is_linear_like(module):
+            problems.append(_missing_module_message(model, layout, site, path, module))
+    return problems
+
+
+def _in_layer(layout: Layout, site: Site, path: str) -> str:
+    """``path`` relative to the site's decoder layer (``self_attn.kk``), else the full path."""
+    prefix = f"{layout.layer_path(site.layer)}." if site.layer is not None else None
+    return path[len(prefix):] if prefix and path.startswith(prefix) else path
+
+
+def _layer_list(layers: Sequence[int]) -> str:
+    """``layer 3`` / ``layers 0-4`` / ``layers 0, 2, 5-7``."""
+    ordered = sorted(set(layers))
+    runs: list[list[int]] = []
+    for index in ordered:
+        if runs and index == runs[-1][-1] + 1:
+            runs[-1].append(index)
+        else:
+            runs.append([index])
+    text = ", ".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)
+    return f"layer{'s' if len(ordered) > 1 else ''} {text}"
+
+
+def check_sites(model: nn.Module, layout: Layout, sites: Sequence[Site], adapter: Adapter) -> None:
+    """Raise one :class:`PlacementError` listing every :func:`site_problems`."""
+    problems = site_problems(model, layout, sites, adapter)
     if problems:
-        unique = list(dict.fromkeys(problems))
-        raise PlacementError("\n  ".join(["cannot place the adapter:", *unique]))
+        raise PlacementError("\n  ".join(["cannot place the adapter:", *problems]))
 
 
 def _missing_module_message(
     model: nn.Module, layout: Layout, site: Site, path: str, module: nn.Module | None
 ) -> str:
     what = "is not a Linear layer" if module is not None else "does not exist"
-    layer_path = layout.layer_path(site.layer) if site.layer is not None else None
     names: list[str] = []
-    if layer_path is not None:
+    if site.layer is not None:
         try:
-            names = _linear_names(model.get_submodule(layer_path))
+            names = _linear_names(model.get_submodule(layout.layer_path(site.layer)))
         except AttributeError:
             names = []
     roles = ", ".join(f"{r} ({layout.layer.projections[r]})" for r in layout.layer.roles)
-    msg = f"module '{path}' {what}. Roles of this backbone: {roles}"
+    msg = f"module '{_in_layer(layout, site, path)}' {what}{_LAYERS}. Roles of this backbone: {roles}"
     if names:
-        msg += f". Linear modules of layer {site.layer}: {', '.join(names)}"
+        msg += f". Linear modules of a layer: {', '.join(names)}"
     return msg
 
 
@@ -369,12 +416,19 @@ class AdaptedModel(nn.Module):
         }
 
     # -- merging
+    #: why an adapter may lack an optional method, per method (the error says it).
+    _MISSING_METHOD_REASONS: dict[str, str] = {
+        "merge": "only adapters that are linear in the input, like LoRA, fold into the weights",
+        "unmerge": "only adapters that are linear in the input, like LoRA, fold into the weights",
+        "detach": "it cannot remove what it inserted; build a fresh base model instead",
+    }
+
     def _adapter_method(self, name: str, action: str) -> Any:
         method = getattr(self.adapter, name, None)
         if method is None:
             raise AdapterError(
                 f"adapter '{self.adapter.name}' cannot be {action}: it has no `{name}()` "
-                "(only adapters that are linear in the input, like LoRA, fold into the weights)"
+                f"({self._MISSING_METHOD_REASONS[name]})"
             )
         return method
 

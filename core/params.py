@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from lladapt.errors import LladaptError
-
 if TYPE_CHECKING:  # pragma: no cover
     from lladapt.config import RunConfig
 
@@ -30,35 +28,24 @@ def _placement_name(config: RunConfig) -> str | None:
     return default.get("name") if default else None
 
 
-def count_parameters(config: RunConfig) -> dict[str, Any]:
+def count_parameters(config: RunConfig, source: str | None = None) -> dict[str, Any]:
     """``{model, backbone, adapter, placement, base, trainable, total, trainable_percent}``.
 
     ``base`` is the base model's parameter count, ``total`` base plus adapter parameters,
-    ``trainable`` those with ``requires_grad`` (the adapter's).
+    ``trainable`` those with ``requires_grad`` (the adapter's). A model whose architecture cannot
+    be read, or an adapter that cannot be placed, is a :class:`~lladapt.ConfigError` listing every
+    problem (``source`` names the config file in it): the errors ``lladapt validate`` reports.
     """
-    from lladapt.models import count_unique_parameters, load_model
+    from lladapt.meta_check import attach_on_meta
+    from lladapt.models import count_unique_parameters
 
-    loaded = load_model(config.model, meta=True)
-    model = loaded.model
-    model.requires_grad_(False)  # the base is always frozen
-    base = count_unique_parameters(model)
-    counted = model
-    if config.adapter is not None:
-        try:
-            from lladapt.adapt import attach_from_config
-        except ModuleNotFoundError as exc:
-            if exc.name != "lladapt.adapt":
-                raise
-            raise LladaptError(
-                f"adapter '{config.adapter.name}': counting adapter parameters needs "
-                "lladapt.adapt, which this installation lacks"
-            ) from exc
-        counted = attach_from_config(model, loaded.layout, config.adapter, config.placement)
-    total = count_unique_parameters(counted)
-    trainable = count_unique_parameters(counted, trainable_only=True)
+    meta = attach_on_meta(config, source)
+    total = count_unique_parameters(meta.model)
+    trainable = count_unique_parameters(meta.model, trainable_only=True)
+    base = total - trainable  # the base is frozen; every adapter parameter trains
     return {
         "model": config.model.source,
-        "backbone": loaded.backbone.name,
+        "backbone": meta.loaded.backbone.name,
         "adapter": config.adapter.name if config.adapter is not None else None,
         "placement": _placement_name(config),
         "base": base,

@@ -180,3 +180,32 @@ def test_documented_eval_file_is_the_one_a_run_writes(stories260k, tmp_path):
         echo=lambda _: None)
     expected = pattern.replace("<name>", "arith").replace("<split>", "test")
     assert sorted(str(p.relative_to(out)) for p in (out / "eval").iterdir()) == [expected]
+
+
+def test_readme_says_how_builtins_and_third_party_plugins_are_found():
+    from importlib import metadata
+
+    from lladapt import plugin_manager
+
+    readme = " ".join((DOCS.parent / "README.md").read_text().split())
+    # the built-ins are a list in code, not entry points of lladapt's own distribution
+    own = [ep for ep in metadata.entry_points(group="lladapt") if ep.dist and ep.dist.name == "lladapt"]
+    assert own == [] and plugin_manager.BUILTIN_PLUGINS
+    assert "listed in code (`lladapt.plugin_manager.BUILTIN_PLUGINS`)" in readme
+    assert "would be (entry-point group `lladapt`)" not in readme
+    assert "third-party plugins register through the entry-point group `lladapt`" in readme
+
+
+def test_plugins_page_states_each_optional_adapter_method_and_walks_through_the_example():
+    import lladapt
+
+    text = (DOCS / "plugins.md").read_text()
+    for method in ("merge", "unmerge", "detach", "to_peft", "from_peft", "sites_from_peft"):
+        assert f"**`{method}(" in text, f"the contract of Adapter.{method} is missing"
+    for attribute in ("site_kind", "modes", "default_mode(role)", "block_position",
+                      "default_placement", "default_learning_rate", "peft_type"):
+        assert f"| `{attribute}` |" in text, attribute
+    assert f"| `\"{lladapt.Adapter.block_position}\"` |" in text  # the documented default
+    example = DOCS.parent / "examples" / "lladapt-ia3"
+    for path in example.rglob("*.py"):
+        assert f"lladapt_ia3/{path.name}" in text, path
