@@ -58,6 +58,7 @@ from torch import nn
 
 from lladapt.errors import AdapterError, ConfigError, PlacementError
 from lladapt.interfaces import Adapter, ComponentConfig, Layout, Placement, Site
+from lladapt.params import count_module_parameters
 
 if TYPE_CHECKING:  # pragma: no cover
     from lladapt.config import ComponentSection
@@ -68,7 +69,6 @@ __all__ = [
     "attach_from_config",
     "build_adapter",
     "build_placement",
-    "count_parameters",
     "site_for_path",
 ]
 
@@ -278,20 +278,6 @@ def attach(
 # --------------------------------------------------------------------------- the adapted model
 
 
-def _numel(param: torch.Tensor) -> int:
-    """Parameters a tensor stands for: a packed 4-bit tensor holds two (or more) per element."""
-    n = param.numel()
-    if type(param).__name__ == "Params4bit":
-        storage = getattr(param, "quant_storage", torch.uint8)
-        n *= 2 * torch.empty((), dtype=storage).element_size()
-    return n
-
-
-def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
-    """Parameters of ``model`` (each shared tensor once; packed 4-bit weights counted unpacked)."""
-    return sum(_numel(p) for p in model.parameters() if p.requires_grad or not trainable_only)
-
-
 class AdaptedModel(nn.Module):
     """A frozen base model with one adapter attached.
 
@@ -356,7 +342,7 @@ class AdaptedModel(nn.Module):
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         """All parameters (base + adapter), or only the trainable ones (the adapter's)."""
-        return count_parameters(self.base_model, trainable_only)
+        return count_module_parameters(self.base_model, trainable_only=trainable_only)
 
     def parameter_counts(self) -> dict[str, Any]:
         trainable = self.num_parameters(trainable_only=True)

@@ -128,7 +128,7 @@ def run(
         adapter_cls = get_registry("adapter").get(config.adapter.name)
         results["adapter"] = {
             "name": config.adapter.name,
-            "trainable_parameters": sum(p.numel() for p in built.model.parameters() if p.requires_grad),
+            "trainable_parameters": built.model.num_parameters(trainable_only=True),
         }
     if examples:
         encoded = [

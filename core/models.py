@@ -48,7 +48,6 @@ __all__ = [
     "ModelSource",
     "PADDING_SIDES",
     "build_meta_model",
-    "count_unique_parameters",
     "find_preset",
     "load_hf_config",
     "load_model",
@@ -258,12 +257,6 @@ def build_meta_model(hf_config: PretrainedConfig, *, trust_remote_code: bool = F
 
     with torch.device("meta"):
         return AutoModelForCausalLM.from_config(hf_config, trust_remote_code=trust_remote_code)
-
-
-def count_unique_parameters(module: torch.nn.Module, *, trainable_only: bool = False) -> int:
-    """Parameters counted once each (tied embeddings once), optionally only trainable ones."""
-    # Module.parameters() already skips a tensor it has seen (shared/tied weights).
-    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
 def _auto_compute_dtype() -> torch.dtype:

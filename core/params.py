@@ -1,10 +1,12 @@
-"""Parameter counts of a run config (``lladapt params``), without loading weights.
+"""Counting parameters: the one counter, :func:`count_module_parameters` (used by
+:class:`~lladapt.adapt.AdaptedModel`, a run's results and ``lladapt params``), and the counts of a
+run config without loading weights, :func:`count_parameters` (``lladapt params``).
 
-The base model is built on the meta device (from its preset, or from the ``config.json`` of a
-local folder or hub id), the configured adapter is attached there, and parameters are counted
-once each (tied embeddings once). With no adapter nothing is trainable: lladapt always freezes the
-base. Quantization is ignored: counts are of the unquantized architecture.
-"""
+For a run config the base model is built on the meta device (from its preset, or from the
+``config.json`` of a local folder or hub id), the configured adapter is attached there, and
+parameters are counted once each (tied embeddings once). With no adapter nothing is trainable:
+lladapt always freezes the base. Quantization is ignored: counts are of the unquantized
+architecture."""
 
 from __future__ import annotations
 
@@ -13,9 +15,32 @@ from typing import TYPE_CHECKING, Any
 from lladapt.errors import LladaptError
 
 if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
     from lladapt.config import RunConfig
 
-__all__ = ["count_parameters"]
+__all__ = ["count_module_parameters", "count_parameters"]
+
+
+def _numel(param: torch.Tensor) -> int:
+    """Parameters a tensor stands for. bitsandbytes packs 4-bit weights into a ``Params4bit`` of
+    ``quant_storage`` dtype (uint8 by default: two weights a byte), so its ``numel()`` is a
+    fraction of the layer's parameters; count them unpacked, as transformers'
+    ``num_parameters`` does. (Relies on bitsandbytes' class name and ``quant_storage``.)"""
+    n = param.numel()
+    if type(param).__name__ == "Params4bit":
+        import torch
+
+        storage = getattr(param, "quant_storage", torch.uint8)
+        n *= 2 * torch.empty((), dtype=storage).element_size()
+    return n
+
+
+def count_module_parameters(module: torch.nn.Module, *, trainable_only: bool = False) -> int:
+    """Parameters of ``module``: each shared (tied) tensor once, since ``Module.parameters()``
+    skips a tensor it has seen; packed 4-bit weights counted unpacked; with ``trainable_only``
+    only those that require grad."""
+    return sum(_numel(p) for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
 def _placement_name(config: RunConfig) -> str | None:
@@ -36,12 +61,12 @@ def count_parameters(config: RunConfig) -> dict[str, Any]:
     ``base`` is the base model's parameter count, ``total`` base plus adapter parameters,
     ``trainable`` those with ``requires_grad`` (the adapter's).
     """
-    from lladapt.models import count_unique_parameters, load_model
+    from lladapt.models import load_model
 
     loaded = load_model(config.model, meta=True)
     model = loaded.model
     model.requires_grad_(False)  # the base is always frozen
-    base = count_unique_parameters(model)
+    base = count_module_parameters(model)
     counted = model
     if config.adapter is not None:
         try:
@@ -54,8 +79,8 @@ def count_parameters(config: RunConfig) -> dict[str, Any]:
                 "lladapt.adapt, which this installation lacks"
             ) from exc
         counted = attach_from_config(model, loaded.layout, config.adapter, config.placement)
-    total = count_unique_parameters(counted)
-    trainable = count_unique_parameters(counted, trainable_only=True)
+    total = count_module_parameters(counted)
+    trainable = count_module_parameters(counted, trainable_only=True)
     return {
         "model": config.model.source,
         "backbone": loaded.backbone.name,
