@@ -17,9 +17,9 @@ from adapters_support import (  # noqa: F401  (one_torch_thread: an autouse fixt
     tiny_adapted,
 )
 
-from lladapt import AdapterError, testing
+from lladapt import AdapterError, get_registry, testing
 from lladapt.adapt import AdaptedModel, attach, build_adapter
-from lladapt.adapter_files import CONFIG_FILE, WEIGHTS_FILE, read_folder
+from lladapt.adapter_files import CONFIG_FILE, WEIGHTS_FILE, read_folder, to_peft_keys
 from lladapt.paper_checkpoints import load_paper_checkpoint
 
 CASES = [
@@ -268,3 +268,18 @@ def test_paper_merged_qkv_lora_is_refused(tmp_path):
     model = testing.tiny_model("bloom")
     with pytest.raises(AdapterError, match="does not import: enable_lora"):
         load_paper_checkpoint(model, layout_of(model), tmp_path)
+
+
+def test_keys_without_peft_prefix_are_refused_naming_the_file(tmp_path):
+    state = {"model.layers.0.mlp.down_proj.adapter_down.weight": torch.zeros(8, 64)}
+    _paper_folder(tmp_path, {"peft_type": "BOTTLENECK", "bottleneck_size": 8}, state)
+    model = testing.tiny_model("llama")
+    with pytest.raises(AdapterError, match=r"adapter_model.bin': keys without the 'base_model.model.' "
+                       r"prefix: model.layers.0.mlp.down_proj.adapter_down.weight$"):
+        load_paper_checkpoint(model, layout_of(model), tmp_path)
+    lora = get_registry("adapter").get("lora")
+    with pytest.raises(AdapterError, match="^a PEFT LoRA file: keys without the 'base_model.model.' prefix: x$"):
+        lora.from_peft({}, {"x": torch.zeros(1)})
+    state = {"a.lora_A.weight": torch.zeros(1)}
+    assert list(to_peft_keys(state)) == ["base_model.model.a.lora_A.weight"]
+    assert lora.from_peft({}, to_peft_keys(state)) == state
