@@ -51,6 +51,7 @@ __all__ = [
     "load_adapter",
     "load_adapter_state",
     "read_folder",
+    "read_json_object",
     "save_adapter",
     "to_peft_keys",
 ]
@@ -193,11 +194,13 @@ def read_folder(
             meta = json.loads(header["lladapt"])
         except json.JSONDecodeError as exc:
             raise AdapterError(f"'{weights}': its lladapt metadata is not JSON: {exc}") from None
-    config = _read_json(directory / CONFIG_FILE)
+    config = read_json_object(directory / CONFIG_FILE)
     return meta, config, tensors
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def read_json_object(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``; None when there is no such file; anything else is an
+    :class:`AdapterError` naming the file."""
     if not path.is_file():
         return None
     try:

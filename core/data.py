@@ -273,15 +273,10 @@ def load_set(
 
 
 def load_examples(
-    ref: DatasetRef | str | Mapping[str, Any],
-    split: str | None = None,
-    *,
-    data_dir: Path | None = None,
-    limit: int | None = None,
-    purpose: Literal["train", "eval"] = "train",
+    ref: DatasetRef | str | Mapping[str, Any], split: str | None = None, **options: Any
 ) -> list[Example]:
-    """The examples of :func:`load_set`."""
-    return load_set(ref, split, data_dir=data_dir, limit=limit, purpose=purpose).examples
+    """The examples of :func:`load_set` (same arguments: ``data_dir``, ``limit``, ``purpose``)."""
+    return load_set(ref, split, **options).examples
 
 
 @dataclass(frozen=True)

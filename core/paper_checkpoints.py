@@ -28,7 +28,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 from pydantic import ValidationError
 
-from lladapt.adapter_files import CONFIG_FILE, PAPER_WEIGHTS_FILE, PEFT_PREFIX, from_peft_keys
+from lladapt.adapter_files import (
+    CONFIG_FILE,
+    PAPER_WEIGHTS_FILE,
+    PEFT_PREFIX,
+    from_peft_keys,
+    read_json_object,
+)
 from lladapt.errors import AdapterError, ConfigError
 from lladapt.interfaces import Layout, Site
 
@@ -108,17 +114,12 @@ def load_paper_checkpoint(
     weights = path / PAPER_WEIGHTS_FILE if path.is_dir() else path
     if config is None:
         config_path = weights.parent / CONFIG_FILE
-        if not config_path.is_file():
+        config = read_json_object(config_path)
+        if config is None:
             raise AdapterError(
                 f"'{config_path}' is missing: it says which adapter the checkpoint holds "
                 "(pass config= to give it)"
             )
-        import json
-
-        try:
-            config = json.loads(config_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise AdapterError(f"'{config_path}' is not valid JSON: {exc}") from None
     state = read_paper_state(weights)
     peft_type = str(config.get("peft_type", "")).upper()
     try:

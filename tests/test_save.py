@@ -283,3 +283,17 @@ def test_keys_without_peft_prefix_are_refused_naming_the_file(tmp_path):
     state = {"a.lora_A.weight": torch.zeros(1)}
     assert list(to_peft_keys(state)) == ["base_model.model.a.lora_A.weight"]
     assert lora.from_peft({}, to_peft_keys(state)) == state
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    (None, r"adapter_config.json' is missing: it says which adapter the checkpoint holds"),
+    ("{", r"adapter_config.json' is not valid JSON: Expecting property name"),
+    ("[1]", r"adapter_config.json' must hold a JSON object"),
+])
+def test_a_paper_checkpoint_needs_a_readable_adapter_config(tmp_path, text, message):
+    torch.save({"base_model.model.x": torch.zeros(1)}, tmp_path / "adapter_model.bin")
+    if text is not None:
+        (tmp_path / "adapter_config.json").write_text(text)
+    model = testing.tiny_model("llama")
+    with pytest.raises(AdapterError, match=message):
+        load_paper_checkpoint(model, layout_of(model), tmp_path)
