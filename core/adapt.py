@@ -53,11 +53,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from pydantic import ValidationError
 from torch import nn
 
-from lladapt.errors import AdapterError, ConfigError, PlacementError
-from lladapt.interfaces import Adapter, ComponentConfig, Layout, Placement, Site
+from lladapt.errors import AdapterError, PlacementError
+from lladapt.interfaces import Adapter, Layout, Placement, Site
 from lladapt.params import count_module_parameters
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -76,42 +75,28 @@ __all__ = [
 # --------------------------------------------------------------------------- building components
 
 
-def _component_options(cls: type, section: Any, where: str) -> ComponentConfig:
-    """The validated Config of a section: from ``load_config`` when it ran, else validated here."""
-    options = getattr(section, "_options", None)
-    if options is not None:
-        return options
-    fields = section.component_fields() if hasattr(section, "component_fields") else {
-        k: v for k, v in dict(section).items() if k != "name"
-    }
-    try:
-        return cls.Config.model_validate(fields)
-    except ValidationError as exc:
-        from lladapt.config import errors_from_validation
-
-        raise ConfigError(errors_from_validation(exc, cls.Config, prefix=[where])) from None
-
-
 def _section_name(section: Any) -> str:
     return section["name"] if isinstance(section, Mapping) else section.name
 
 
 def build_adapter(section: ComponentSection | Mapping[str, Any]) -> Adapter:
     """An adapter instance from a config section (``name`` + the adapter's fields)."""
+    from lladapt.config import component_options
     from lladapt.plugin_manager import get_registry
 
     cls = get_registry("adapter").get(_section_name(section))
-    return cls(_component_options(cls, section, "adapter"))
+    return cls(component_options(cls, section, "adapter"))
 
 
 def build_placement(
     section: ComponentSection | Mapping[str, Any], where: str = "placement"
 ) -> Placement:
     """A placement instance from a config section or a plain ``{"name": ..., ...}`` mapping."""
+    from lladapt.config import component_options
     from lladapt.plugin_manager import get_registry
 
     cls = get_registry("placement").get(_section_name(section))
-    return cls(_component_options(cls, section, where))
+    return cls(component_options(cls, section, where))
 
 
 def default_placement(adapter: Adapter) -> Placement:

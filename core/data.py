@@ -205,16 +205,11 @@ def _as_ref(ref: DatasetRef | str | Mapping[str, Any]) -> DatasetRef:
 def build_dataset(ref: DatasetRef | str | Mapping[str, Any], *, data_dir: Path | None = None) -> Dataset:
     """The dataset a reference names, built from its validated fields. ``data_dir`` (the config's
     ``data.data_dir``) applies when the dataset has a ``data_dir`` field the reference left unset."""
-    from lladapt.config import errors_from_validation
+    from lladapt.config import component_options
 
     ref = _as_ref(ref)
     cls = _registry("dataset").get(ref.name)
-    options = ref._options
-    if options is None or not isinstance(options, cls.Config):
-        try:
-            options = cls.Config.model_validate(ref.component_fields())
-        except ValidationError as exc:
-            raise ConfigError(errors_from_validation(exc, cls.Config, prefix=[ref.name])) from None
+    options = component_options(cls, ref, ref.name)
     if data_dir is not None and "data_dir" in cls.Config.model_fields and options.data_dir is None:
         options = options.model_copy(update={"data_dir": Path(data_dir)})
     return cls(options)
@@ -312,15 +307,12 @@ def load_run_data(config: RunConfig) -> RunData:
 def make_parser(dataset: Dataset, name: str | None = None) -> AnswerParser:
     """The answer parser for ``dataset``: ``name`` (e.g. ``eval.parser``) or the dataset's own,
     configured with the dataset's ``parser_options`` that the parser's ``Config`` accepts."""
-    from lladapt.config import errors_from_validation
+    from lladapt.config import component_options
 
     cls = _registry("answer_parser").get(name or dataset.parser)
     accepted = cls.Config.model_fields
     options = {k: v for k, v in dict(getattr(dataset, "parser_options", {})).items() if k in accepted}
-    try:
-        return cls(cls.Config(**options))
-    except ValidationError as exc:
-        raise ConfigError(errors_from_validation(exc, cls.Config, prefix=[cls.name])) from None
+    return cls(component_options(cls, options, cls.name))
 
 
 def get_template(name: str | PromptTemplate) -> PromptTemplate:
