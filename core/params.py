@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from lladapt.errors import LladaptError
+from lladapt.quantization import unpacked_numel
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -22,25 +23,11 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["count_module_parameters", "count_parameters"]
 
 
-def _numel(param: torch.Tensor) -> int:
-    """Parameters a tensor stands for. bitsandbytes packs 4-bit weights into a ``Params4bit`` of
-    ``quant_storage`` dtype (uint8 by default: two weights a byte), so its ``numel()`` is a
-    fraction of the layer's parameters; count them unpacked, as transformers'
-    ``num_parameters`` does. (Relies on bitsandbytes' class name and ``quant_storage``.)"""
-    n = param.numel()
-    if type(param).__name__ == "Params4bit":
-        import torch
-
-        storage = getattr(param, "quant_storage", torch.uint8)
-        n *= 2 * torch.empty((), dtype=storage).element_size()
-    return n
-
-
 def count_module_parameters(module: torch.nn.Module, *, trainable_only: bool = False) -> int:
     """Parameters of ``module``: each shared (tied) tensor once, since ``Module.parameters()``
     skips a tensor it has seen; packed 4-bit weights counted unpacked; with ``trainable_only``
     only those that require grad."""
-    return sum(_numel(p) for p in module.parameters() if p.requires_grad or not trainable_only)
+    return sum(unpacked_numel(p) for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
 def _placement_name(config: RunConfig) -> str | None:

@@ -1,8 +1,9 @@
 """bitsandbytes set-up for ``model.quantization``: the ``BitsAndBytesConfig`` handed to
-``from_pretrained``, and the fix-up of 4-bit layers bitsandbytes' CPU path cannot run.
+``from_pretrained``, the fix-up of 4-bit layers bitsandbytes' CPU path cannot run, and the
+parameter count of a packed 4-bit tensor.
 
 Everything here that depends on bitsandbytes' internals (``support_avx512bf16_for_cpu``,
-``quant_state.blocksize``) says why beside it.
+``quant_state.blocksize``, ``Params4bit.quant_storage``) says why beside it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from lladapt.config import QuantizationConfig
 
-__all__ = ["bnb_config", "fix_bnb_cpu_packing", "torch_dtype"]
+__all__ = ["bnb_config", "fix_bnb_cpu_packing", "torch_dtype", "unpacked_numel"]
 
 
 def torch_dtype(name: str) -> torch.dtype:
@@ -77,3 +78,17 @@ def fix_bnb_cpu_packing(model: torch.nn.Module) -> None:
         blocksize = getattr(quant_state, "blocksize", 64)
         if module.out_features % 32 or module.in_features % blocksize:
             module.support_avx512bf16_for_cpu = False
+
+
+def unpacked_numel(param: torch.Tensor) -> int:
+    """Parameters a tensor stands for. bitsandbytes packs 4-bit weights into a ``Params4bit`` of
+    ``quant_storage`` dtype (uint8 by default: two weights a byte), so its ``numel()`` is a
+    fraction of the layer's parameters; count them unpacked, as transformers'
+    ``num_parameters`` does. (Relies on bitsandbytes' class name and ``quant_storage``.)"""
+    n = param.numel()
+    if type(param).__name__ == "Params4bit":
+        import torch
+
+        storage = getattr(param, "quant_storage", torch.uint8)
+        n *= 2 * torch.empty((), dtype=storage).element_size()
+    return n
