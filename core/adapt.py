@@ -57,11 +57,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from pydantic import ValidationError
 from torch import nn
 
-from lladapt.errors import AdapterError, ConfigError, PlacementError
-from lladapt.interfaces import Adapter, ComponentConfig, Layout, Placement, Site
+from lladapt.errors import AdapterError, PlacementError
+from lladapt.interfaces import Adapter, Layout, Placement, Site
+from lladapt.params import count_module_parameters
 
 if TYPE_CHECKING:  # pragma: no cover
     from lladapt.config import ComponentSection
@@ -72,28 +72,11 @@ __all__ = [
     "attach_from_config",
     "build_adapter",
     "build_placement",
-    "count_parameters",
     "site_for_path",
 ]
 
 
 # --------------------------------------------------------------------------- building components
-
-
-def _component_options(cls: type, section: Any, where: str) -> ComponentConfig:
-    """The validated Config of a section: from ``load_config`` when it ran, else validated here."""
-    options = getattr(section, "_options", None)
-    if options is not None:
-        return options
-    fields = section.component_fields() if hasattr(section, "component_fields") else {
-        k: v for k, v in dict(section).items() if k != "name"
-    }
-    try:
-        return cls.Config.model_validate(fields)
-    except ValidationError as exc:
-        from lladapt.config import errors_from_validation
-
-        raise ConfigError(errors_from_validation(exc, cls.Config, prefix=[where])) from None
 
 
 def _section_name(section: Any) -> str:
@@ -102,20 +85,22 @@ def _section_name(section: Any) -> str:
 
 def build_adapter(section: ComponentSection | Mapping[str, Any]) -> Adapter:
     """An adapter instance from a config section (``name`` + the adapter's fields)."""
+    from lladapt.config import component_options
     from lladapt.plugin_manager import get_registry
 
     cls = get_registry("adapter").get(_section_name(section))
-    return cls(_component_options(cls, section, "adapter"))
+    return cls(component_options(cls, section, "adapter"))
 
 
 def build_placement(
     section: ComponentSection | Mapping[str, Any], where: str = "placement"
 ) -> Placement:
     """A placement instance from a config section or a plain ``{"name": ..., ...}`` mapping."""
+    from lladapt.config import component_options
     from lladapt.plugin_manager import get_registry
 
     cls = get_registry("placement").get(_section_name(section))
-    return cls(_component_options(cls, section, where))
+    return cls(component_options(cls, section, where))
 
 
 def default_placement(adapter: Adapter) -> Placement:
@@ -325,20 +310,6 @@ def attach(
 # --------------------------------------------------------------------------- the adapted model
 
 
-def _numel(param: torch.Tensor) -> int:
-    """Parameters a tensor stands for: a packed 4-bit tensor holds two (or more) per element."""
-    n = param.numel()
-    if type(param).__name__ == "Params4bit":
-        storage = getattr(param, "quant_storage", torch.uint8)
-        n *= 2 * torch.empty((), dtype=storage).element_size()
-    return n
-
-
-def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
-    """Parameters of ``model`` (each shared tensor once; packed 4-bit weights counted unpacked)."""
-    return sum(_numel(p) for p in model.parameters() if p.requires_grad or not trainable_only)
-
-
 class AdaptedModel(nn.Module):
     """A frozen base model with one adapter attached.
 
@@ -403,7 +374,7 @@ class AdaptedModel(nn.Module):
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         """All parameters (base + adapter), or only the trainable ones (the adapter's)."""
-        return count_parameters(self.base_model, trainable_only)
+        return count_module_parameters(self.base_model, trainable_only=trainable_only)
 
     def parameter_counts(self) -> dict[str, Any]:
         trainable = self.num_parameters(trainable_only=True)

@@ -87,7 +87,7 @@ def run(
     adapter, logs and ``results.json`` into ``output_dir``. Returns the results."""
     import warnings
 
-    from lladapt.data import eval_sets, get_template, load_examples, make_parser
+    from lladapt.data import get_template, load_run_data, make_parser
     from lladapt.evaluation import evaluate_dataset, write_predictions
     from lladapt.overlap import DataOverlapWarning, check_overlap
     from lladapt.plugin_manager import get_registry
@@ -97,16 +97,11 @@ def run(
     config = as_config(config, overrides)
     # Everything that can fail on the user's input fails here, before a file is written; each
     # data file is read once.
-    train_sets = [
-        (f"{ref.name}:{ref.split or 'train'}",
-         load_examples(ref, data_dir=config.data.data_dir, purpose="train"))
-        for ref in config.data.train
-    ]
-    examples = [ex for _, subset in train_sets for ex in subset]
-    evals = eval_sets(config)
+    data = load_run_data(config)
+    examples, evals = data.train_examples, data.eval
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DataOverlapWarning)
-        check_overlap(config, train_sets, [(f"{e.name}:{e.split}", e.examples) for e in evals])
+        check_overlap(config, data)
     for warning in caught:
         echo(f"Warning: {warning.message}")
     template = get_template(config.data.template)
@@ -128,7 +123,7 @@ def run(
         adapter_cls = get_registry("adapter").get(config.adapter.name)
         results["adapter"] = {
             "name": config.adapter.name,
-            "trainable_parameters": sum(p.numel() for p in built.model.parameters() if p.requires_grad),
+            "trainable_parameters": built.model.num_parameters(trainable_only=True),
         }
     if examples:
         encoded = [

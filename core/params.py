@@ -1,19 +1,32 @@
-"""Parameter counts of a run config (``lladapt params``), without loading weights.
+"""Counting parameters: the one counter, :func:`count_module_parameters` (used by
+:class:`~lladapt.adapt.AdaptedModel`, a run's results and ``lladapt params``), and the counts of a
+run config without loading weights, :func:`count_parameters` (``lladapt params``).
 
-The base model is built on the meta device (from its preset, or from the ``config.json`` of a
-local folder or hub id), the configured adapter is attached there, and parameters are counted
-once each (tied embeddings once). With no adapter nothing is trainable: lladapt always freezes the
-base. Quantization is ignored: counts are of the unquantized architecture.
-"""
+For a run config the base model is built on the meta device (from its preset, or from the
+``config.json`` of a local folder or hub id), the configured adapter is attached there, and
+parameters are counted once each (tied embeddings once). With no adapter nothing is trainable:
+lladapt always freezes the base. Quantization is ignored: counts are of the unquantized
+architecture."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from lladapt.quantization import unpacked_numel
+
 if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
     from lladapt.config import RunConfig
 
-__all__ = ["count_parameters"]
+__all__ = ["count_module_parameters", "count_parameters"]
+
+
+def count_module_parameters(module: torch.nn.Module, *, trainable_only: bool = False) -> int:
+    """Parameters of ``module``: each shared (tied) tensor once, since ``Module.parameters()``
+    skips a tensor it has seen; packed 4-bit weights counted unpacked; with ``trainable_only``
+    only those that require grad."""
+    return sum(unpacked_numel(p) for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
 def _placement_name(config: RunConfig) -> str | None:
@@ -37,11 +50,10 @@ def count_parameters(config: RunConfig, source: str | None = None) -> dict[str, 
     problem (``source`` names the config file in it): the errors ``lladapt validate`` reports.
     """
     from lladapt.meta_check import attach_on_meta
-    from lladapt.models import count_unique_parameters
 
     meta = attach_on_meta(config, source)
-    total = count_unique_parameters(meta.model)
-    trainable = count_unique_parameters(meta.model, trainable_only=True)
+    total = count_module_parameters(meta.model)
+    trainable = count_module_parameters(meta.model, trainable_only=True)
     base = total - trainable  # the base is frozen; every adapter parameter trains
     return {
         "model": config.model.source,

@@ -20,9 +20,7 @@ from torch.utils.hooks import RemovableHandle
 
 import lladapt
 from lladapt.adapt import site_for_path
-
-#: PEFT's prefix of every key in an adapter file.
-PEFT_PREFIX = "base_model.model."
+from lladapt.adapter_files import from_peft_keys, to_peft_keys
 
 
 @dataclass
@@ -139,15 +137,12 @@ class IA3Adapter(lladapt.Adapter):
             "inference_mode": True,
             "modules_to_save": None,
         }
-        return peft_config, {PEFT_PREFIX + key: value for key, value in state.items()}
+        return peft_config, to_peft_keys(state)
 
     @classmethod
     def from_peft(cls, peft_config: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> dict:
         """PEFT's keys back to module paths."""
-        bad = [key for key in tensors if not key.startswith(PEFT_PREFIX)]
-        if bad:
-            raise lladapt.AdapterError(f"unexpected keys in a PEFT IA3 file: {', '.join(bad[:3])}")
-        return {key[len(PEFT_PREFIX):]: value for key, value in tensors.items()}
+        return from_peft_keys(tensors, "a PEFT IA3 file")
 
     @classmethod
     def sites_from_peft(
