@@ -243,7 +243,7 @@ def test_lladapt_run_trains_evaluates_and_reloads_prefix(stories260k, tmp_path):
     assert results["train"]["final_loss"] < results["train"]["first_loss"]
     [scored] = results["eval"]
     assert scored["correct"] + scored["wrong"] + scored["unparsed"] == 3
-    first = json.loads((out / "train_log.jsonl").read_text().splitlines()[0])
+    first = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
     assert first["lr"] == pytest.approx(3e-2 * 5 / 6)  # 3e-2, one linear-decay step of six taken
 
     trained = load_model(ModelSection(source=str(stories260k)))

@@ -42,8 +42,8 @@ def test_run_trains_saves_and_evaluates(stories260k, tmp_path):
     assert scored["correct"] + scored["wrong"] + scored["unparsed"] == 3
     assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(results))
     assert len((out / "eval" / "arith-test.jsonl").read_text().splitlines()) == 3
-    assert (out / "checkpoints" / "step-3" / "adapter_model.safetensors").is_file()
-    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert (out / "checkpoints" / "step-3" / "adapter" / "adapter_model.safetensors").is_file()
+    log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6]
 
     # the saved adapter, loaded into a fresh base, gives the trained model's logits
