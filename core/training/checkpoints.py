@@ -3,7 +3,7 @@
 ``checkpoints/step-N/`` holds
   adapter/                 the adapter in its usual format (usable on its own)
   trainable.safetensors    the exact trainable tensors (fp32 master weights under mixed precision)
-  optimizer.pt             optimizer (and fp16 grad-scaler) state
+  optimizer.pt             optimizer and fp16 grad-scaler state
   scheduler.pt             learning-rate scheduler state
   rng.pt                   torch (CPU, CUDA), python and numpy RNG states
   trainer_state.json       step, data position and this epoch's batch order, loss history, the
@@ -116,6 +116,7 @@ def save_checkpoint(
     optimizer: Any,
     scheduler: Any,
     state: Mapping[str, Any],
+    scaler: Any = None,
     save_adapter: Callable[[Path], Any] | None = None,
     best: Mapping[str, torch.Tensor] | None = None,
     keep: int = 0,
@@ -134,7 +135,8 @@ def save_checkpoint(
         save_file(trainable_state(model), str(tmp / TRAINABLE_FILE))
         if best is not None:
             save_file(dict(best), str(tmp / BEST_FILE))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save({"optimizer": optimizer.state_dict(),
+                    "scaler": scaler.state_dict() if scaler is not None else {}}, tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         torch.save(rng_state(), tmp / "rng.pt")
         _write_last(tmp / STATE_FILE, {"step": step, **state})

@@ -28,6 +28,7 @@ from lladapt.tokenization import Encoded, collate_for_training
 from lladapt.training import checkpoints as ckpt
 from lladapt.training.guards import StopSignals, check_finite, interrupted
 from lladapt.training.loss import label_tokens, scale, summed_loss
+from lladapt.training.precision import Precision, mixed_precision
 from lladapt.training.progress import Progress
 from lladapt.training.sampler import epoch_batches, padded_width
 
@@ -94,21 +95,6 @@ def total_steps(n_examples: int, settings: TrainSection) -> int:
     return make_plan(n_examples, settings).steps
 
 
-def mixed_precision(precision: str) -> str:
-    """accelerate's mixed-precision mode for a ``train.precision`` value."""
-    import torch
-
-    if precision == "fp32":
-        return "no"
-    if precision == "fp16" and not torch.cuda.is_available():
-        raise LladaptError("train.precision: fp16 needs a CUDA GPU; on the CPU use fp32 (or bf16)")
-    if precision in ("fp16", "bf16"):
-        return precision
-    if not torch.cuda.is_available():
-        return "no"
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-
-
 class _Batches:
     """The micro-batch stream: global index -> example indices (each epoch's order cached)."""
 
@@ -172,9 +158,9 @@ def train(
 
     if not encoded:
         raise ValueError("no training examples")
-    accelerator = Accelerator(mixed_precision=mixed_precision(settings.precision),
-                              cpu=not torch.cuda.is_available())
-    world, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())  # processes, device, reductions
+    precision = Precision(mixed_precision(settings.precision), accelerator.device)
+    world, main = accelerator.num_processes, accelerator.is_main_process
     plan = make_plan(len(encoded), settings)
     if plan.per_step % world:
         raise LladaptError(
@@ -186,7 +172,7 @@ def train(
         raise ValueError("the model has no trainable parameters")
     params = [p for _, p in named]
     dtypes = [p.dtype for p in params]
-    if accelerator.mixed_precision != "no":
+    if precision.dtype is not None:
         for p in params:  # the optimizer and grad scaler want fp32 master weights
             p.data = p.data.float()
     if next(model.parameters()).device != accelerator.device and not getattr(model, "is_quantized", False):
@@ -204,7 +190,6 @@ def train(
         num_warmup_steps=0 if settings.lr_scheduler == "constant" else min(settings.warmup_steps, steps),
         num_training_steps=steps,
     )
-    optimizer = accelerator.prepare(optimizer)  # the fp16 grad scaler lives here
 
     result = TrainResult(steps=0, epochs=0.0)
     plan_record = {"steps": steps, "total_micro_batches": plan.total, "examples": plan.n_examples,
@@ -223,7 +208,8 @@ def train(
             if state.get("plan") != plan_record:
                 raise LladaptError(f"cannot resume from {found.path}: it was written for {state.get('plan')}, this run is {plan_record}")
             ckpt.load_trainable(model, found.trainable)
-            optimizer.load_state_dict(found.optimizer)
+            optimizer.load_state_dict(found.optimizer["optimizer"])
+            precision.load_state_dict(found.optimizer["scaler"])
             scheduler.load_state_dict(found.scheduler)
             batches.orders = {int(k): v for k, v in state["orders"].items()}
             result.losses = [tuple(x) for x in state["losses"]]
@@ -250,7 +236,7 @@ def train(
                 "real": real_total, "padded": padded_total, "config": dict(run_config or {}),
                 "window": [window.loss, window.tokens, window.real, window.padded],
             }
-            path = ckpt.save_checkpoint(checkpoint_dir, step, model=model, optimizer=optimizer,
+            path = ckpt.save_checkpoint(checkpoint_dir, step, model=model, optimizer=optimizer, scaler=precision,
                                         scheduler=scheduler, state=state, save_adapter=save, best=best,
                                         keep=settings.save_total_limit)
             result.checkpoints.append(path)
@@ -266,7 +252,7 @@ def train(
                 rows = [val_encoded[j] for j in order[i : i + settings.micro_batch_size]]
                 batch = collate_for_training(rows, pad_token_id, settings.pad_to_multiple_of)
                 batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-                with accelerator.autocast():
+                with precision.autocast():
                     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
                 total += summed_loss(logits, batch["labels"]).item()
                 count += sum(label_tokens(r) for r in rows)
@@ -286,26 +272,20 @@ def train(
         for step in range(start_step, steps + 1):
             micro = [batches[g] for g in plan.micro_batches(step)]
             step_tokens = sum(n_labels[i] for idx in micro for i in idx)
-            loss_sum = torch.zeros((), device=accelerator.device)
-            for idx in micro[rank::world]:
-                rows = [encoded[i] for i in idx]
-                batch = collate_for_training(rows, pad_token_id, settings.pad_to_multiple_of)
-                batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-                with accelerator.autocast():
-                    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-                summed = summed_loss(logits, batch["labels"])
-                factor = scale(sum(n_labels[i] for i in idx), step_tokens, len(micro), settings.loss_normalization)
-                accelerator.backward(summed * factor)
-                loss_sum += summed.detach()
+            loss_sum = backward_step(
+                model, precision, [[encoded[i] for i in idx] for idx in micro],
+                rank=accelerator.process_index, world=world,
+                pad_token_id=pad_token_id, pad_to_multiple_of=settings.pad_to_multiple_of,
+                normalization=settings.loss_normalization,
+            )
             if world > 1:
                 loss_sum = _all_reduce_grads(accelerator, params, loss_sum)
-            accelerator.unscale_gradients()
+            precision.unscale(optimizer)
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm or math.inf))
             step_loss = loss_sum.item() / max(1, step_tokens)
-            check_finite(step, step_loss, grad_norm if accelerator.scaler is None else None, last_checkpoint)
+            check_finite(step, step_loss, grad_norm if precision.scaler is None else None, last_checkpoint)
             lr = optimizer.param_groups[0]["lr"]  # the rate this step uses
-            optimizer.step()
-            if not getattr(optimizer, "step_was_skipped", False):
+            if precision.step(optimizer):
                 scheduler.step()
             optimizer.zero_grad(set_to_none=True)
 
@@ -353,6 +333,38 @@ def train(
     result.seconds = time.perf_counter() - started
     result.padded_share = 1 - real_total / padded_total if padded_total else 0.0
     return result
+
+
+def backward_step(
+    model: torch.nn.Module,
+    precision: Precision,
+    micro_batches: Sequence[Sequence[Encoded]],
+    *,
+    rank: int = 0,
+    world: int = 1,
+    pad_token_id: int,
+    pad_to_multiple_of: int | None = None,
+    normalization: str = "tokens",
+) -> torch.Tensor:
+    """Forward and backward over this process's share (round-robin) of one optimizer step's
+    micro-batches; gradients accumulate in ``.grad``. Returns the summed loss of its share.
+
+    With ``normalization="tokens"`` the gradient equals that of one batch holding every
+    micro-batch (normalised by the label tokens of the whole step, on every process)."""
+    import torch
+
+    step_tokens = sum(label_tokens(e) for rows in micro_batches for e in rows)
+    loss_sum = torch.zeros((), device=precision.device)
+    for rows in micro_batches[rank::world]:
+        batch = collate_for_training(rows, pad_token_id, pad_to_multiple_of)
+        batch = {k: v.to(precision.device) for k, v in batch.items()}
+        with precision.autocast():
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        summed = summed_loss(logits, batch["labels"])
+        factor = scale(sum(label_tokens(e) for e in rows), step_tokens, len(micro_batches), normalization)
+        precision.backward(summed * factor)
+        loss_sum += summed.detach()
+    return loss_sum
 
 
 def _all_reduce_grads(accelerator: Any, params: Sequence[torch.nn.Parameter], loss_sum: torch.Tensor) -> torch.Tensor:
