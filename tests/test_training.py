@@ -201,3 +201,25 @@ def test_validation_loss_is_logged_and_keep_best_restores_the_best(tmp_path):
         loss = summed_loss(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
                            batch["labels"]).item() / sum(label_tokens(e) for e in val)
     assert math.isclose(loss, best, rel_tol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine", "constant_with_warmup", "constant"])
+def test_schedules_match_transformers(name):
+    from transformers import get_scheduler
+
+    from lladapt.training.schedule import make_scheduler
+
+    def rates(make):
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        scheduler = make(optimizer)
+        out = []
+        for _ in range(12):
+            out.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+        return out
+
+    ours = rates(lambda o: make_scheduler(name, o, warmup_steps=3, total_steps=12))
+    theirs = rates(lambda o: get_scheduler(name, o, num_warmup_steps=0 if name == "constant" else 3,
+                                           num_training_steps=12))
+    assert ours == pytest.approx(theirs, abs=1e-12)

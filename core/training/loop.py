@@ -31,6 +31,7 @@ from lladapt.training.loss import label_tokens, scale, summed_loss
 from lladapt.training.precision import Precision, mixed_precision
 from lladapt.training.progress import Progress
 from lladapt.training.sampler import epoch_batches, padded_width
+from lladapt.training.schedule import make_scheduler
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -154,7 +155,6 @@ def train(
     """
     import torch
     from accelerate import Accelerator
-    from transformers import get_scheduler
 
     if not encoded:
         raise ValueError("no training examples")
@@ -185,11 +185,8 @@ def train(
     batches = _Batches(lengths, plan, settings)
     steps = plan.steps
     optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=settings.weight_decay)
-    scheduler = get_scheduler(
-        settings.lr_scheduler, optimizer,
-        num_warmup_steps=0 if settings.lr_scheduler == "constant" else min(settings.warmup_steps, steps),
-        num_training_steps=steps,
-    )
+    scheduler = make_scheduler(settings.lr_scheduler, optimizer, warmup_steps=settings.warmup_steps,
+                               total_steps=steps)
 
     result = TrainResult(steps=0, epochs=0.0)
     plan_record = {"steps": steps, "total_micro_batches": plan.total, "examples": plan.n_examples,
