@@ -175,8 +175,7 @@ def train(
     if precision.dtype is not None:
         for p in params:  # the optimizer and grad scaler want fp32 master weights
             p.data = p.data.float()
-    if next(model.parameters()).device != accelerator.device and not getattr(model, "is_quantized", False):
-        model.to(accelerator.device)
+    _place(model, accelerator.device)
     if settings.gradient_checkpointing:
         _enable_gradient_checkpointing(model)
 
@@ -376,6 +375,17 @@ def _all_reduce_grads(accelerator: Any, params: Sequence[torch.nn.Parameter], lo
         p.grad = flat[offset : offset + g.numel()].view_as(g).to(g.dtype)
         offset += g.numel()
     return flat[-1]
+
+
+def _place(model: torch.nn.Module, device: torch.device) -> None:
+    """Move the model to the training device, unless it is there already or was placed by its
+    loader (quantized models, device maps: ``.to`` is refused or would undo the map)."""
+    current = next(model.parameters()).device
+    if current.type == device.type and (current.index or 0) == (device.index or 0):
+        return
+    if getattr(model, "hf_device_map", None) or getattr(model, "hf_quantizer", None) is not None:
+        return
+    model.to(device)
 
 
 def _stop_requested(accelerator: Any, stop: StopSignals) -> bool:
