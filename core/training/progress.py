@@ -85,7 +85,7 @@ def _render(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
         table.add_row(*row)
     buffer = io.StringIO()
     Console(file=buffer, width=120, no_color=True).print(table)
-    return buffer.getvalue().rstrip()
+    return "\n".join(line.rstrip() for line in buffer.getvalue().rstrip().splitlines())
 
 
 def _loss(value: float | None) -> str:
