@@ -1,5 +1,5 @@
-"""Two processes (``accelerate launch --num_processes 2`` on the CPU, gloo) train the same
-adapter as one process with the same global batch."""
+"""Two processes (``accelerate launch --multi_gpu --num_processes 2`` on a machine without a GPU:
+two CPU processes, gloo) train the same adapter as one process with the same global batch."""
 
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ CHILD = textwrap.dedent("""
     result = train(model, random_examples(30), TrainSection(**SETTINGS), learning_rate=0.01,
                    pad_token_id=0, metrics=__import__("pathlib").Path(sys.argv[1]).with_suffix(".jsonl"))
     from accelerate import PartialState
+    assert PartialState().num_processes == 2 and PartialState().distributed_type == "MULTI_CPU"
     if PartialState().is_main_process:
         save_file(trainable_state(model), sys.argv[1])
         print("steps", result.steps)
@@ -53,7 +54,9 @@ def test_two_processes_train_the_same_adapter_as_one(tmp_path):
     launcher = Path(sys.executable).with_name("accelerate")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [str(launcher), "launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+        # --multi_gpu is accelerate's torchrun launcher; without a GPU the processes run on the
+        # CPU with gloo (accelerate's --cpu flag would start a single process)
+        [str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
          "--mixed_precision", "no", "--dynamo_backend", "no", str(script),
          str(tmp_path / "two.safetensors"), str(Path(__file__).parents[1])],
         capture_output=True, text=True, timeout=300, env=env,
