@@ -29,7 +29,7 @@ from lladapt.training import checkpoints as ckpt
 from lladapt.training.guards import StopSignals, check_finite, interrupted
 from lladapt.training.loss import label_tokens, scale, summed_loss
 from lladapt.training.precision import Precision, mixed_precision
-from lladapt.training.progress import Progress
+from lladapt.training.progress import Progress, trim_metrics
 from lladapt.training.sampler import epoch_batches, padded_width
 from lladapt.training.schedule import make_scheduler
 
@@ -255,6 +255,8 @@ def train(
         model.train()
         return total / max(1, count)
 
+    if resume and main and metrics is not None:
+        trim_metrics(metrics, start_step - 1)
     model.train()
     window = _Window()
     if result.resumed_from is not None:

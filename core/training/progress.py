@@ -75,6 +75,17 @@ class Progress:
             self.echo(line)
 
 
+def trim_metrics(path: Path, last_step: int) -> None:
+    """Drop the records after ``last_step`` (a resumed run logs those steps again)."""
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= last_step]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    tmp.replace(path)
+
+
 def _render(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """A table as plain text (rich), for the end of a run."""
     from rich.console import Console
