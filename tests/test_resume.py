@@ -111,13 +111,12 @@ def test_a_corrupt_checkpoint_is_reported_and_skipped(stories260k, tmp_path, uni
     assert _child(config, "log", 5).returncode == -9
     (out / "checkpoints" / "step-4" / "optimizer.pt").write_bytes(b"not a checkpoint")
     (out / "checkpoints" / "step-2" / "rng.pt").unlink()
-    messages = []
-    with pytest.raises(LladaptError):  # nothing usable: step-4 corrupt, step-2 incomplete
-        run({**config, "train": {**config["train"], "max_steps": 9}}, resume=True, echo=messages.append)
+    messages = []  # nothing usable: step-4 corrupt, step-2 incomplete
     results = run(config, resume=True, echo=messages.append)
     skipped = [m for m in messages if m.startswith("skipping checkpoint")]
     assert any("step-4: incomplete or corrupt: unreadable" in m for m in skipped)
     assert any("step-2: incomplete or corrupt: missing rng.pt" in m for m in skipped)
+    assert any(m.startswith("no complete checkpoint in") for m in messages)
     assert results["train"]["resumed_from"] is None  # started over, and still the same result
     assert _max_diff(_adapter(out), uninterrupted) <= 1e-6
 
