@@ -24,6 +24,7 @@ Echo = Callable[[str], None]
 
 #: files a run writes into its output folder.
 RESULTS_FILE = "results.json"
+METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
 ADAPTER_DIR = "adapter"
 
@@ -66,6 +67,22 @@ def _check_output_dir(path: Path, overwrite: bool) -> None:
         )
 
 
+def _check_resume(path: Path, config: RunConfig) -> None:
+    """A resumed run continues the run in ``path``: same recipe, or a refusal naming the keys."""
+    from lladapt.training.checkpoints import recipe_differences
+
+    saved = path / CONFIG_FILE
+    if not saved.is_file():
+        raise LladaptError(f"cannot resume: {saved} does not exist (no run was started in output_dir '{path}')")
+    differences = recipe_differences(json.loads(saved.read_text(encoding="utf-8")), config.model_dump(mode="json"))
+    if differences:
+        raise LladaptError(
+            f"cannot resume the run in '{path}': the config changes its recipe:\n  "
+            + "\n  ".join(differences)
+            + "\nstart a new run (another output_dir) instead"
+        )
+
+
 def _write_json(path: Path, data: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
@@ -81,24 +98,32 @@ def run(
     overrides: Iterable[str] = (),
     *,
     overwrite: bool = False,
+    resume: bool = False,
+    evaluate: bool = True,
     echo: Echo = _stderr,
 ) -> dict[str, Any]:
     """Train (if ``data.train`` is set) and evaluate (if ``eval.datasets`` is set); write the
-    adapter, logs and ``results.json`` into ``output_dir``. Returns the results."""
+    adapter, logs and ``results.json`` into ``output_dir``. Returns the results.
+
+    ``resume``: continue the run in ``output_dir`` from its newest complete checkpoint (the
+    config must not change the recipe). ``evaluate=False``: train only (``lladapt train``)."""
     import warnings
 
-    from lladapt.data import get_template, load_run_data, make_parser
-    from lladapt.evaluation import evaluate_dataset, write_predictions
+    from lladapt.data import get_template, load_run_data
     from lladapt.overlap import DataOverlapWarning, check_overlap
     from lladapt.plugin_manager import get_registry
     from lladapt.tokenization import encode_for_training
-    from lladapt.training import jsonl_logger, train
+    from lladapt.training import split_validation, train
+    from lladapt.training.progress import accuracy_table, train_summary
 
     config = as_config(config, overrides)
     # Everything that can fail on the user's input fails here, before a file is written; each
     # data file is read once.
-    data = load_run_data(config)
-    examples, evals = data.train_examples, data.eval
+    data = load_run_data(config, with_eval=evaluate)
+    examples, val_examples = split_validation(
+        data.train_examples, config.data.val_set_size, config.train.seed
+    )
+    evals = data.eval
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DataOverlapWarning)
         check_overlap(config, data)
@@ -109,15 +134,29 @@ def run(
         raise LladaptError("data.train is set but no adapter is configured: set adapter.name")
 
     out = Path(config.output_dir)
-    _check_output_dir(out, overwrite)
+    if resume:
+        _check_resume(out, config)
+    else:
+        _check_output_dir(out, overwrite)
     echo(f"loading {config.model.source}")
     from transformers import set_seed
 
     set_seed(config.train.seed)  # adapter initialisation is part of the run's reproducibility
     built = build(config)
+    tokenizer = built.loaded.tokenizer
+
+    def encode(items: list[Any]) -> list[Any]:
+        return [
+            encode_for_training(
+                tokenizer, template, ex, cutoff_len=config.data.cutoff_len,
+                train_on_inputs=config.data.train_on_inputs, add_eos=config.data.add_eos,
+            )
+            for ex in items
+        ]
+
+    encoded, val_encoded = encode(examples), encode(val_examples)  # fails before a file is written
     out.mkdir(parents=True, exist_ok=True)
     _write_json(out / CONFIG_FILE, config.model_dump(mode="json"))
-    tokenizer = built.loaded.tokenizer
     results: dict[str, Any] = {"model": config.model.source, "adapter": None, "train": None, "eval": []}
     if config.adapter is not None:
         adapter_cls = get_registry("adapter").get(config.adapter.name)
@@ -125,39 +164,50 @@ def run(
             "name": config.adapter.name,
             "trainable_parameters": built.model.num_parameters(trainable_only=True),
         }
-    if examples:
-        encoded = [
-            encode_for_training(
-                tokenizer, template, ex, cutoff_len=config.data.cutoff_len,
-                train_on_inputs=config.data.train_on_inputs, add_eos=config.data.add_eos,
-            )
-            for ex in examples
-        ]
+    if encoded and config.eval.before_training:
+        results["eval_before"] = _evaluate(config, built.model, tokenizer, template, evals, out / "eval-before", echo)
+    if encoded:
         lr = config.train.learning_rate or adapter_cls.default_learning_rate
-        echo(f"training on {len(encoded)} examples, lr {lr}")
+        echo(f"training on {len(encoded)} examples" + (f" ({len(val_encoded)} held out)" if val_encoded else "") + f", lr {lr}")
         trained = train(
             built.model, encoded, config.train, learning_rate=lr,
             pad_token_id=tokenizer.pad_token_id,
-            save=lambda path: built.model.save_adapter(path, overwrite=overwrite),
-            checkpoint_dir=out / "checkpoints",
-            log=jsonl_logger(out / "train_log.jsonl", echo=lambda r: echo(json.dumps(r))),
+            save=lambda path: built.model.save_adapter(path, overwrite=True),
+            checkpoint_dir=out / "checkpoints", metrics=out / METRICS_FILE, echo=echo,
+            val_encoded=val_encoded, resume=resume, run_config=config.model_dump(mode="json"),
         )
-        built.model.save_adapter(out / ADAPTER_DIR, overwrite=overwrite)
+        built.model.save_adapter(out / ADAPTER_DIR, overwrite=overwrite or resume)
         results["train"] = {
-            "examples": len(encoded), "steps": trained.steps, "epochs": round(trained.epochs, 4),
-            "first_loss": trained.first_loss, "final_loss": trained.final_loss,
-            "seconds": round(trained.seconds, 2),
+            "examples": len(encoded), "validation_examples": len(val_encoded), "steps": trained.steps,
+            "epochs": round(trained.epochs, 4), "first_loss": trained.first_loss,
+            "final_loss": trained.final_loss, "seconds": round(trained.seconds, 2),
+            "padded_share": round(trained.padded_share, 4),
+            "val_loss": trained.val_losses[-1][1] if trained.val_losses else None,
+            "best_step": trained.best_step, "resumed_from": trained.resumed_from,
         }
+        echo(train_summary(results, trained, out / ADAPTER_DIR))
+    results["eval"] = _evaluate(config, built.model, tokenizer, template, evals, out / "eval", echo)
+    if results["eval"]:
+        echo(accuracy_table(results))
+    _write_json(out / RESULTS_FILE, results)
+    return results
+
+
+def _evaluate(config: RunConfig, model: Any, tokenizer: Any, template: Any, evals: list[Any], out: Path,
+              echo: Echo) -> list[dict[str, Any]]:
+    """Evaluate on each eval set; predictions into ``out``; the summaries."""
+    from lladapt.data import make_parser
+    from lladapt.evaluation import evaluate_dataset, write_predictions
+
+    summaries = []
     for item in evals:
         parser = make_parser(item.dataset, config.eval.parser)
         echo(f"evaluating {item.name} ({item.split}): {len(item.examples)} examples")
         scored = evaluate_dataset(
-            built.model, tokenizer, template, item.name, item.examples, parser,
+            model, tokenizer, template, item.name, item.examples, parser,
             max_new_tokens=config.eval.max_new_tokens or item.dataset.max_new_tokens,
             batch_size=config.eval.batch_size, num_beams=config.eval.num_beams,
         )
-        write_predictions(out / "eval" / f"{item.name}-{item.split}.jsonl", scored)
-        results["eval"].append(scored.summary())
-        echo(json.dumps(scored.summary()))
-    _write_json(out / RESULTS_FILE, results)
-    return results
+        write_predictions(out / f"{item.name}-{item.split}.jsonl", scored)
+        summaries.append(scored.summary())
+    return summaries

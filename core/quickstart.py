@@ -35,8 +35,8 @@ def smollm2_gguf() -> Path:
 
 def quickstart_config() -> dict[str, Any]:
     """The quickstart run: LoRA (r=8 on q, v: the paper's) on SmolLM2-135M-Instruct, trained on
-    the synthetic ``arith`` word problems (12 steps of 8, about two minutes on two CPU cores), then evaluated on held-out
-    ``arith`` problems."""
+    the synthetic ``arith`` word problems (12 steps of 8), evaluated on the same 32 held-out
+    ``arith`` problems before and after training (accuracy side by side)."""
     return {
         "model": {"source": str(smollm2_gguf())},
         "adapter": {"name": "lora", "r": 8, "alpha": 16, "dropout": 0.05},
@@ -46,6 +46,6 @@ def quickstart_config() -> dict[str, Any]:
             "warmup_steps": 2, "logging_steps": 2, "save_steps": 0,
         },
         "eval": {"datasets": [{"name": "arith", "split": "test"}], "limit": 32,
-                 "max_new_tokens": 32, "batch_size": 16},
+                 "max_new_tokens": 32, "batch_size": 16, "before_training": True},
         "output_dir": f"runs/quickstart-{time.strftime('%Y%m%d-%H%M%S')}",
     }

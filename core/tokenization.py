@@ -47,11 +47,16 @@ def encode_for_training(
     return Encoded(list(ids), labels)
 
 
-def collate_for_training(batch: Sequence[Encoded], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad a batch; padding is masked out of attention and loss."""
+def collate_for_training(
+    batch: Sequence[Encoded], pad_token_id: int, pad_to_multiple_of: int | None = None
+) -> dict[str, torch.Tensor]:
+    """Right-pad a batch to its longest row (rounded up to ``pad_to_multiple_of``); padding is
+    masked out of attention and loss."""
     import torch
 
     width = max(len(e.input_ids) for e in batch)
+    if pad_to_multiple_of:
+        width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
     input_ids = torch.full((len(batch), width), pad_token_id, dtype=torch.long)
     labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
     attention_mask = torch.zeros((len(batch), width), dtype=torch.long)

@@ -251,7 +251,7 @@ def test_lladapt_run_trains_evaluates_and_reloads_prefix(stories260k, tmp_path, 
     [scored] = results["eval"]
     counts = rescored(out / "eval" / "arith-test.jsonl", "arith")
     assert {k: scored[k] for k in counts} == counts and sum(counts.values()) == scored["total"] == 3
-    first = json.loads((out / "train_log.jsonl").read_text().splitlines()[0])
+    first = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
     assert first["lr"] == pytest.approx(3e-2 * 5 / 6)  # 3e-2, one linear-decay step of six taken
 
     trained = logits_when_saved.by_folder["adapter"]

@@ -44,8 +44,8 @@ def test_run_trains_saves_and_evaluates(stories260k, tmp_path, logits_when_saved
     assert len(predictions.read_text().splitlines()) == 3
     assert {k: scored[k] for k in ("correct", "wrong", "unparsed")} == rescored(predictions, "arith")
     assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(results))
-    assert (out / "checkpoints" / "step-3" / "adapter_model.safetensors").is_file()
-    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert (out / "checkpoints" / "step-3" / "adapter" / "adapter_model.safetensors").is_file()
+    log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6]
 
     # the saved adapter, loaded into a fresh base, gives the logits of the model as it was when
@@ -144,3 +144,56 @@ def test_overwrite_replaces_an_earlier_run(stories260k, tmp_path):
     run(other_seed, overwrite=True, echo=lambda _: None)
     changed = tensors()
     assert not all(torch.equal(first[k], changed[k]) for k in first)
+
+
+def test_a_tokenizer_failure_leaves_no_output_folder(stories260k, tmp_path, monkeypatch):
+    import lladapt.tokenization
+
+    def broken(*args, **kwargs):
+        raise LladaptError("the tokenizer failed")
+
+    monkeypatch.setattr(lladapt.tokenization, "encode_for_training", broken)
+    out = tmp_path / "run"
+    with pytest.raises(LladaptError, match="the tokenizer failed"):
+        run(small_run(stories260k, out), echo=lambda _: None)
+    assert not out.exists()  # so the same command works again without --overwrite
+
+
+def test_before_and_after_accuracy_and_the_summary(stories260k, tmp_path):
+    out = tmp_path / "run"
+    messages = []
+    config = small_run(stories260k, out, data={"train": [{"name": "arith", "limit": 16}], "cutoff_len": 64,
+                                               "val_set_size": 4})
+    config["eval"]["before_training"] = True
+    config["train"]["progress"] = "plain"
+    results = run(config, echo=messages.append)
+    assert results["eval_before"][0]["total"] == results["eval"][0]["total"] == 3
+    assert (out / "eval-before" / "arith-test.jsonl").is_file()
+    assert results["train"]["examples"] == 12 and results["train"]["validation_examples"] == 4
+    assert results["train"]["val_loss"] is not None
+    text = "\n".join(messages)
+    assert "step 1/6  loss " in text and "padding " in text and "val_loss" in text
+    assert not any(m.lstrip().startswith("{") for m in messages)  # no JSON on the screen
+    summary = next(m for m in messages if "trainable parameters" in m)
+    assert "4,480" in summary and "6 (2.00 epochs)" in summary and str(out / "adapter") in summary
+    header, row = messages[-1].splitlines()
+    assert header.split() == ["dataset", "before", "training", "after", "training"]
+    before, after = results["eval_before"][0], results["eval"][0]
+    assert row.split() == ["arith", f"{100 * before['accuracy']:.1f}%", f"({before['correct']}/3)",
+                           f"{100 * after['accuracy']:.1f}%", f"({after['correct']}/3)"]
+
+
+def test_cli_train_trains_without_evaluating(stories260k, tmp_path):
+    import yaml
+
+    out = tmp_path / "run"
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(small_run(stories260k, out)))
+    proc = subprocess.run([sys.executable, "-m", "lladapt.cli", "train", str(path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"results: {out}/results.json"
+    results = json.loads((out / "results.json").read_text())
+    assert results["train"]["steps"] == 6 and results["eval"] == []
+    assert not (out / "eval").exists()
+    assert "step 6/6" in proc.stderr
