@@ -124,3 +124,18 @@ def test_importing_bitsandbytes_after_lladapt_prints_no_kernel_notice():
         timeout=120, check=True,
     )
     assert "kernels-community" not in done.stderr + done.stdout
+
+
+def test_our_checkpointing_calls_trip_no_deprecation_warning():
+    """transformers 5 deprecated ``is_gradient_checkpointing`` and ``gradient_checkpointing_enable``
+    (a FutureWarning each time); lladapt reads and sets the new names where they exist. (PEFT
+    0.21 still reads the old property: pyproject.toml filters that warning for the whole suite,
+    so this test is what guards our own calls.)"""
+    import warnings
+
+    model = tiny_model("llama")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert hf_compat.activation_checkpointing(model) is False
+        assert hf_compat.enable_activation_checkpointing(model)
+        assert hf_compat.activation_checkpointing(model) is True
