@@ -72,7 +72,7 @@ def test_greedy_answers_equal_plain_batched_generate(adapter, stories260k):
     prompts = [template.eval_prompt(ex) for ex in EXAMPLES]
     plain = _plain_generate(model, loaded.tokenizer, prompts, 4, 20)
     expected = [template.extract_response(p + loaded.tokenizer.decode(
-        finish(loaded.tokenizer, row, [2], ()).token_ids, skip_special_tokens=True)) for p, row in zip(prompts, plain)]
+        finish(loaded.tokenizer, row, [2], ()).token_ids, skip_special_tokens=True)) for p, row in zip(prompts, plain, strict=True)]
     assert [p.response for p in ours.predictions] == expected
 
 
@@ -119,7 +119,7 @@ def test_stop_strings_end_generation_early(stories260k):
     free = run_entry(loaded.model, loaded.tokenizer, batch_size=4, max_new_tokens=30)
     word = free.predictions[1].response.split()[3]
     stopped = run_entry(loaded.model, loaded.tokenizer, batch_size=4, max_new_tokens=30, stop=[word])
-    for a, b in zip(free.predictions, stopped.predictions):
+    for a, b in zip(free.predictions, stopped.predictions, strict=True):
         assert b.response == a.response.split(word)[0].strip()
         assert b.generated_tokens <= a.generated_tokens
     assert stopped.predictions[1].generated_tokens < free.predictions[1].generated_tokens

@@ -97,6 +97,8 @@ def evaluate_all(
             scored = evaluate_entry(model, tokenizer, template, entry, evaluation, store=store,
                                     progress=progress)
             scored.notes = _notes(config, entry)
+            if scored.computed < scored.total:
+                scored.notes["resumed"] = scored.total - scored.computed
             summaries.append(scored.summary())
             echo(json.dumps(scored.summary()))
     return summaries
