@@ -114,7 +114,7 @@ def run(
     import warnings
 
     from lladapt.data import eval_sets, get_template, load_examples
-    from lladapt.evaluation.suite import evaluate_all
+    from lladapt.evaluation.suite import check_entries, evaluate_all
     from lladapt.overlap import DataOverlapWarning, check_overlap
     from lladapt.plugin_manager import get_registry
     from lladapt.tokenization import encode_for_training
@@ -139,6 +139,7 @@ def run(
     if examples and config.adapter is None:
         raise LladaptError("data.train is set but no adapter is configured: set adapter.name")
     _check_adapter_is_trained(config, None, bool(examples))
+    check_entries(config, evals)
 
     out = Path(config.output_dir)
     _check_output_dir(out, overwrite)
@@ -198,13 +199,14 @@ def evaluate(
     resumed from there (finished items are not recomputed). Writes and returns ``results.json``
     (a training summary already in it is kept)."""
     from lladapt.data import eval_sets
-    from lladapt.evaluation.suite import evaluate_all
+    from lladapt.evaluation.suite import check_entries, evaluate_all
 
     config = as_config(config, overrides)
     if not config.eval.datasets:
         raise LladaptError("nothing to evaluate: set eval.datasets")
     _check_adapter_is_trained(config, adapter, False)
     evals = eval_sets(config)
+    check_entries(config, evals)
     out = Path(config.output_dir)
     if out.exists() and not out.is_dir():
         raise LladaptError(f"output_dir '{out}' exists and is not a folder")

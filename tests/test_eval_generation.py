@@ -133,3 +133,34 @@ def test_evaluation_runs_in_eval_mode_and_restores_training_mode(stories260k):
     second = run_entry(model, loaded.tokenizer, batch_size=4, merge=False)
     assert answers(first) == answers(second)  # dropout was off
     assert model.training and not model.merged
+
+
+def test_the_paper_protocol_is_one_item_at_a_time_beam_4_without_cache(stories260k, tmp_path):
+    from lladapt.api import evaluate
+    from lladapt.config import load_config
+    from lladapt.data import get_template
+    from lladapt.evaluation.suite import evaluation_for
+
+    config = load_config({"model": str(stories260k), "output_dir": str(tmp_path),
+                          "eval": {"datasets": [{"name": "arith", "test_size": 3}], "protocol": "paper",
+                                   "max_new_tokens": 10, "batch_size": 8}})
+    decoding = evaluation_for(config, 256).decoding
+    assert (decoding.batch_size, decoding.num_beams, decoding.use_cache, decoding.sort_by_length) == (1, 4, False, False)
+    results = evaluate(config, echo=lambda _: None)
+    assert results["eval"][0]["protocol"] == "paper"
+    loaded = stories(stories260k)
+    template = get_template("alpaca")
+    from lladapt.data import eval_sets
+
+    expected = []
+    for ex in eval_sets(config)[0].examples:
+        prompt = template.eval_prompt(ex)
+        enc = loaded.tokenizer(prompt, return_tensors="pt")
+        out = loaded.model.generate(**enc, num_beams=4, use_cache=False, do_sample=False, max_new_tokens=10)
+        ids = finish(loaded.tokenizer, out[0, enc["input_ids"].shape[1]:].tolist(), [2], ()).token_ids
+        expected.append(template.extract_response(prompt + loaded.tokenizer.decode(ids, skip_special_tokens=True)))
+    import json
+
+    lines = [json.loads(line) for line in (tmp_path / "eval" / "arith-test.jsonl").read_text().splitlines()]
+    assert [r["index"] for r in lines] == [0, 1, 2]  # file order, one at a time
+    assert [r["response"] for r in lines] == expected

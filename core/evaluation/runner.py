@@ -102,12 +102,9 @@ def prepared(model: Any, merge: bool) -> Iterator[bool]:
 
 def _choices(entry: Entry, example: Example, index: int) -> list[tuple[str, str]]:
     choices = entry.dataset.choices(example)
-    if not choices:
+    if not choices:  # lladapt.evaluation.suite.check_entries reports this before any work
         raise ConfigError([ErrorItem(
-            "eval.scoring",
-            f"dataset '{entry.name}' supplies no answer choices (item {index}: {example.source}); "
-            "log-likelihood scoring needs a multiple-choice dataset",
-        )])
+            "eval.scoring", f"dataset '{entry.name}' supplies no answer choices (item {index})")])
     return list(choices.items())
 
 

@@ -51,6 +51,22 @@ def entries_for(config: RunConfig, sets: list[EvalSet]) -> list[Entry]:
     ]
 
 
+def check_entries(config: RunConfig, sets: list[EvalSet]) -> None:
+    """Fail before anything is loaded or written: ``loglik`` needs every item's choices."""
+    from lladapt.errors import ConfigError, ErrorItem
+
+    if config.eval.scoring != "loglik":
+        return
+    for s in sets:
+        for i, ex in enumerate(s.examples):
+            if not s.dataset.choices(ex):
+                raise ConfigError([ErrorItem(
+                    "eval.scoring",
+                    f"dataset '{s.name}' supplies no answer choices (item {i}: {ex.source}); "
+                    "log-likelihood scoring needs a multiple-choice dataset",
+                )])
+
+
 def answer_settings(config: RunConfig, model: Any, entry: Entry, evaluation: Evaluation,
                     adapter: dict[str, Any] | None) -> dict[str, Any]:
     """What the answers of ``entry`` depend on; batch size, cache, order and merging do not."""
