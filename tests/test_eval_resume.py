@@ -175,3 +175,21 @@ def test_lladapt_eval_reports_a_missing_adapter_folder(stories260k, tmp_path):
     assert result.exit_code == 1
     assert "adapter folder" in result.output and "does not exist" in result.output
     assert "Traceback" not in result.output
+
+
+def test_the_progress_bar_shows_items_rate_eta_and_running_accuracy(stories260k, tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from lladapt.evaluation.progress import RichProgress
+
+    stream = io.StringIO()
+    bar = RichProgress(Console(file=stream, force_terminal=True, width=150))
+    config = _config(stories260k, tmp_path, max_new_tokens=4)
+    config["eval"]["datasets"][0]["test_size"] = 6
+    results = evaluate(config, echo=lambda _: None, progress=bar)
+    out = stream.getvalue()
+    correct = results["eval"][0]["correct"]
+    assert "arith-test" in out and "6/6" in out and "items/s" in out and "ETA" in out
+    assert f"acc {100 * correct / 6:.1f}%" in out
