@@ -5,6 +5,7 @@ The public API. Importing it is cheap (no torch); the heavy parts load when firs
 
 from __future__ import annotations
 
+from lladapt import quiet as _quiet
 from lladapt.errors import (
     AdapterError,
     ConfigError,
@@ -32,6 +33,8 @@ from lladapt.interfaces import (
 )
 
 __version__ = "0.1.0"
+
+_quiet.install()
 
 __all__ = [
     "Adapter",

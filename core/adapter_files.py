@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from lladapt import hf_compat
 from lladapt.errors import AdapterError
 from lladapt.interfaces import Layout, Site
 
@@ -69,7 +70,7 @@ def describe_base(model: torch.nn.Module, layout: Layout) -> dict[str, Any]:
     config = getattr(model, "config", None)
     return {
         "model_type": getattr(config, "model_type", None),
-        "name_or_path": getattr(config, "_name_or_path", None) or None,
+        "name_or_path": hf_compat.name_or_path(model),
         "num_layers": layout.num_layers,
         "hidden_size": layout.hidden_size,
         "vocab_size": layout.vocab_size,

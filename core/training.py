@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lladapt import hf_compat
 from lladapt.config import TrainSection
 from lladapt.tokenization import Encoded, collate_for_training
 
@@ -153,11 +154,7 @@ def train(
 
 
 def _enable_gradient_checkpointing(model: torch.nn.Module) -> None:
-    base = getattr(model, "base_model", model)
-    if hasattr(base, "gradient_checkpointing_enable"):
-        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if hasattr(base, "enable_input_require_grads"):
-            base.enable_input_require_grads()
+    hf_compat.enable_activation_checkpointing(getattr(model, "base_model", model))
 
 
 def jsonl_logger(path: Path, echo: Logger | None = None) -> Logger:

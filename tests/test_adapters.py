@@ -18,7 +18,7 @@ from adapters_support import (  # noqa: F401  (one_torch_thread: an autouse fixt
     tiny_adapted,
 )
 
-from lladapt import AdapterError, testing
+from lladapt import AdapterError, hf_compat, testing
 from lladapt.adapt import attach, build_adapter, build_placement
 
 ADAPTERS = ("series", "parallel", "lora")
@@ -247,9 +247,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         randomise(adapted)
         adapted.train()
         if checkpointing:
-            enable = getattr(adapted, "activation_checkpointing_enable", None)
-            (enable or adapted.gradient_checkpointing_enable)()
-            adapted.enable_input_require_grads()
+            assert hf_compat.enable_activation_checkpointing(adapted)
         adapted(IDS, labels=IDS, use_cache=False).loss.backward()
         grads.append([p.grad for p in adapted.trainable_parameters()])
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads, strict=True))

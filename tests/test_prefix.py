@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import lladapt
-from lladapt import AdapterError, ConfigError, PlacementError, Site
+from lladapt import AdapterError, ConfigError, PlacementError, Site, hf_compat
 from lladapt.adapt import attach, attach_from_config
 from lladapt.plugins.adapters.prefix import Prefix
 from lladapt.testing import tiny_model
@@ -57,7 +57,7 @@ def test_prefix_tensors_have_the_cache_shape_of_grouped_query_attention():
     model = prefixed("llama")
     with torch.no_grad():
         out = model(input_ids=ids(2, 5), use_cache=True)
-    cache = out.past_key_values
+    cache = hf_compat.output_cache(out)
     assert cache.get_seq_length() == 10 + 5
     keys = cache.layers[0].keys
     assert tuple(keys.shape) == (2, 2, 15, 16)  # batch, key/value heads, prefix + tokens, head_dim
@@ -108,7 +108,7 @@ def test_manual_incremental_decoding_matches_one_forward(family):
         step = model(
             input_ids=x[:, -1:],
             attention_mask=torch.ones(1, 7, dtype=torch.long),
-            past_key_values=first.past_key_values,
+            past_key_values=hf_compat.output_cache(first),  # the old name still works
         ).logits[:, -1]
     torch.testing.assert_close(step, whole, rtol=0, atol=1e-5)
 
@@ -141,7 +141,7 @@ def test_module_placements_point_to_the_prefix_placement():
 
 def test_gradient_checkpointing_is_refused():
     model = prefixed("llama")
-    model.activation_checkpointing_enable()
+    assert hf_compat.enable_activation_checkpointing(model)
     model.train()
     with pytest.raises(AdapterError, match="prefix tuning cannot train with gradient checkpointing: transformers drops the KV cache"):
         model(input_ids=ids(), labels=ids())
@@ -208,6 +208,6 @@ def test_a_model_without_a_kv_cache_argument_is_refused():
     model = NoCache(inner)
     layout = layout_of(inner)
     sites = Prefix.default_sites(layout)
-    with pytest.raises(AdapterError, match="adapter 'prefix' cannot work with NoCache: its forward takes no past_key_values, and the prefixes are handed to the attention layers as a transformers KV cache"):
+    with pytest.raises(AdapterError, match="adapter 'prefix' cannot work with NoCache: its forward takes no past_key_values \\(or cache\\), and the prefixes are handed to the attention layers as a transformers KV cache"):
         attach(model, layout, Prefix(), sites=sites)
     assert not hasattr(model, "lladapt_virtual_tokens")

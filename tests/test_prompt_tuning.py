@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import lladapt
-from lladapt import AdapterError, ConfigError
+from lladapt import AdapterError, ConfigError, hf_compat
 from lladapt.adapt import AdaptedModel, attach, attach_from_config
 from lladapt.plugins.adapters.prompt import PromptTuning
 from lladapt.plugins.adapters.ptuning import PTuning
@@ -17,6 +17,7 @@ from lladapt.testing import tiny_model
 #: PEFT's own warnings (transformers deprecations it trips, its position-id notice).
 pytestmark = [
     pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning"),
+    pytest.mark.filterwarnings("ignore:`past_key_values` is deprecated:FutureWarning"),
     pytest.mark.filterwarnings("ignore:Position ids are not supported:UserWarning"),
 ]
 
@@ -101,7 +102,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(name):
     for checkpointed in (False, True):
         model = with_adapter(name, num_virtual_tokens=4)
         if checkpointed:
-            model.activation_checkpointing_enable()
+            assert hf_compat.enable_activation_checkpointing(model)
         model.train()
         x = ids()
         model(input_ids=x, labels=x).loss.backward()

@@ -10,7 +10,7 @@ import torch
 from pydantic import Field, PositiveFloat, PositiveInt
 from torch import nn
 
-from lladapt import Adapter, AdapterError, ComponentConfig, Layout, Site
+from lladapt import Adapter, AdapterError, ComponentConfig, Layout, Site, hf_compat
 from lladapt.adapt import site_for_path
 from lladapt.plugins.adapters.linear_hooks import (
     HostedBranch,
@@ -92,7 +92,7 @@ class LoraAdapter(Adapter):
 
     def attach(self, model: nn.Module, layout: Layout, sites: Sequence[Site]) -> None:
         cfg = self.config
-        self._name_or_path = getattr(getattr(model, "config", None), "_name_or_path", None) or None
+        self._name_or_path = hf_compat.name_or_path(model)
         for site in sites:
             if site.source is not None:
                 raise AdapterError(

@@ -24,13 +24,12 @@ from typing import Any, ClassVar, Literal
 import torch
 from pydantic import PositiveInt, model_validator
 
-from lladapt import AdapterError, Layout, Site
+from lladapt import AdapterError, Layout, Site, hf_compat
 from lladapt.plugins.adapters.prompt_learning import (
     PromptLearningAdapter,
     PromptLearningConfig,
     VirtualTokens,
     cached_length,
-    checkpointing,
     embeddings_path,
 )
 
@@ -120,9 +119,7 @@ class PrefixEncoder(VirtualTokens):
         dtype = model.get_submodule(self.embeddings_path).weight.dtype
         pairs = self.key_values(batch_size, dtype)
         if cache is None:
-            from transformers import DynamicCache
-
-            return DynamicCache(pairs, config=getattr(model, "config", None))
+            return hf_compat.dynamic_cache(pairs, getattr(model, "config", None))
         for index, (key, value) in enumerate(pairs):
             cache.update(key, value, index)
         return cache
@@ -133,14 +130,14 @@ class PrefixEncoder(VirtualTokens):
             tokens = call.get("inputs_embeds")
         if tokens is None:
             return call  # the model reports the missing input itself
-        if model.training and checkpointing(model):
+        if model.training and hf_compat.activation_checkpointing(model):
             raise AdapterError(
                 "prefix tuning cannot train with gradient checkpointing: transformers drops the "
                 "KV cache, which holds the prefixes, inside checkpointed layers (the prefixes "
                 "would silently do nothing). Set train.gradient_checkpointing to false"
             )
         batch_size, length = tokens.shape[0], tokens.shape[1]
-        cache = call.get("past_key_values")
+        cache = self.take_cache(call)
         if getattr(cache, UNCACHED_MARK, False):
             cache = None  # our cache of an earlier uncached call, handed back by generate()
         past = cached_length(cache)
@@ -148,13 +145,13 @@ class PrefixEncoder(VirtualTokens):
             cache = self._fill_cache(model, cache, batch_size)
             if not _wants_cache(model, call):
                 setattr(cache, UNCACHED_MARK, True)
-            call["past_key_values"] = cache
             past = self.num_virtual_tokens
         elif past < self.num_virtual_tokens:
             raise AdapterError(
                 f"past_key_values holds {past} tokens, fewer than the {self.num_virtual_tokens} "
                 "prefix tokens: it was not built by this prefix adapter"
             )
+        self.put_cache(call, cache)
         return self.align(call, past + length, length, prepended=False)
 
 
@@ -169,7 +166,7 @@ class Prefix(PromptLearningAdapter):
     site_kind: ClassVar = "layer"
     default_placement: ClassVar[Mapping[str, Any]] = {"name": "all_layers"}
     peft_type: ClassVar[str] = "PREFIX_TUNING"
-    needs_arguments: ClassVar[tuple[str, ...]] = ("past_key_values", "attention_mask")
+    needs_arguments: ClassVar[tuple[str, ...]] = (hf_compat.CACHE, "attention_mask")
     needs_reason: ClassVar[str] = (
         "the prefixes are handed to the attention layers as a transformers KV cache"
     )

@@ -24,14 +24,13 @@ cache is refused: it is sized without the virtual tokens.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
 from pydantic import PositiveInt
 
-from lladapt import Adapter, AdapterError, ComponentConfig, Layout, Site
+from lladapt import Adapter, AdapterError, ComponentConfig, Layout, Site, hf_compat
 
 __all__ = [
     "MODULE_NAME",
@@ -42,7 +41,6 @@ __all__ = [
     "VirtualTokens",
     "attached_virtual_tokens",
     "cached_length",
-    "checkpointing",
     "detach_virtual_tokens",
     "embeddings_path",
     "widen_mask",
@@ -56,18 +54,18 @@ def cached_length(cache: Any) -> int:
     """Tokens already in a KV cache (0 for None or an empty cache)."""
     if cache is None:
         return 0
-    if not hasattr(cache, "get_seq_length"):
+    if not hf_compat.is_cache(cache):
         raise AdapterError(
             f"prompt-learning adapters need a transformers Cache object as past_key_values, not "
             f"{type(cache).__name__} (transformers 5 dropped tuple caches)"
         )
-    if getattr(cache, "is_compileable", False):
+    if hf_compat.is_static_cache(cache):
         raise AdapterError(
             f"prompt-learning adapters need a cache that grows ({type(cache).__name__} has a "
             "fixed size, chosen without the virtual tokens): use the default dynamic cache, not "
             "generate(cache_implementation='static')"
         )
-    return int(cache.get_seq_length())
+    return hf_compat.cache_length(cache)
 
 
 def widen_mask(mask: Any, num_virtual: int, total: int) -> Any:
@@ -100,6 +98,9 @@ class VirtualTokens(torch.nn.Module):
 
     #: whether the model's forward takes ``position_ids`` (set when the module is installed).
     takes_position_ids: bool = False
+    #: the name the model's forward takes its KV cache by (set when the module is installed;
+    #: see :func:`lladapt.hf_compat.cache_argument`).
+    cache_argument: str | None = None
 
     def __init__(self, num_virtual_tokens: int, embeddings_path: str):
         super().__init__()
@@ -116,6 +117,15 @@ class VirtualTokens(torch.nn.Module):
         """The virtual tokens as PEFT saves them (``prompt_embeddings``: the encoder's output for
         every token)."""
         raise NotImplementedError
+
+    def take_cache(self, call: dict[str, Any]) -> Any:
+        """Remove the KV cache from ``call`` (under either of transformers' names) and return it."""
+        return hf_compat.take_cache(call)
+
+    def put_cache(self, call: dict[str, Any], cache: Any) -> None:
+        """Hand ``cache`` to the model under the name its forward takes."""
+        if cache is not None and self.cache_argument is not None:
+            call[self.cache_argument] = cache
 
     def align(self, call: dict[str, Any], total: int, length: int, prepended: bool) -> dict[str, Any]:
         """Fit the attention mask and position ids of ``call`` to the virtual tokens.
@@ -146,13 +156,13 @@ class VirtualTokens(torch.nn.Module):
         return call
 
 
-def _bind_arguments(signature: inspect.Signature, args: tuple, kwargs: dict) -> dict[str, Any]:
+def _bind_arguments(parameters: Mapping[str, Any], args: tuple, kwargs: dict) -> dict[str, Any]:
     """Keyword arguments of a forward call, positional ones named by the forward's signature."""
     if not args:
         return dict(kwargs)
     names = [
         p.name
-        for p in signature.parameters.values()
+        for p in parameters.values()
         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
     ]
     if len(args) > len(names):
@@ -162,14 +172,6 @@ def _bind_arguments(signature: inspect.Signature, args: tuple, kwargs: dict) -> 
     return call
 
 
-def checkpointing(model: torch.nn.Module) -> bool:
-    """Whether gradient (activation) checkpointing is on (transformers 5 renamed the flag)."""
-    for flag in ("is_activation_checkpointing", "is_gradient_checkpointing"):
-        if hasattr(type(model), flag):
-            return bool(getattr(model, flag))
-    return False
-
-
 def _install(model: torch.nn.Module, tokens: VirtualTokens) -> None:
     """Register ``tokens`` on ``model`` and hook the model's forward to rewrite each call."""
     if isinstance(getattr(model, MODULE_NAME, None), VirtualTokens):
@@ -177,13 +179,14 @@ def _install(model: torch.nn.Module, tokens: VirtualTokens) -> None:
             f"the model already has a prompt-learning adapter "
             f"({type(getattr(model, MODULE_NAME)).__name__}); one per model"
         )
-    signature = inspect.signature(model.forward)
+    parameters = hf_compat.forward_parameters(model)
 
     def pre_hook(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         encoder = getattr(module, MODULE_NAME)
-        return (), encoder.rewrite(module, _bind_arguments(signature, args, kwargs))
+        return (), encoder.rewrite(module, _bind_arguments(parameters, args, kwargs))
 
-    tokens.takes_position_ids = "position_ids" in signature.parameters
+    tokens.takes_position_ids = "position_ids" in parameters
+    tokens.cache_argument = hf_compat.cache_argument(model)
     model.add_module(MODULE_NAME, tokens)
     tokens._hook_handle = model.register_forward_pre_hook(pre_hook, with_kwargs=True)
 
@@ -269,8 +272,7 @@ class PromptLearningAdapter(Adapter):
     def check_model(self, model: torch.nn.Module) -> None:
         """The model's forward takes the arguments this adapter rewrites (by name: a catch-all
         ``**kwargs`` may silently drop them)."""
-        params = inspect.signature(model.forward).parameters
-        missing = [name for name in self.needs_arguments if name not in params]
+        missing = hf_compat.missing_arguments(model, self.needs_arguments)
         if missing:
             raise AdapterError(
                 f"adapter '{self.name}' cannot work with {type(model).__name__}: its forward takes "
@@ -299,7 +301,7 @@ class PromptLearningAdapter(Adapter):
             "num_layers": layout.num_layers,
             "num_attention_heads": layout.num_attention_heads,
             "token_dim": layout.hidden_size,
-            "base_model_name_or_path": getattr(model, "name_or_path", None) or None,
+            "base_model_name_or_path": hf_compat.name_or_path(model),
             **self._peft_fields(model, layout),
         }
 
@@ -386,7 +388,9 @@ class PrependedEmbeddings(VirtualTokens):
         if ids is None and embeds is None:
             return call  # the model reports the missing input itself
         length = (ids if ids is not None else embeds).shape[1]
-        past = cached_length(call.get("past_key_values"))
+        cache = self.take_cache(call)
+        self.put_cache(call, cache)
+        past = cached_length(cache)
         prefill = past == 0
         if prefill:
             if embeds is None:

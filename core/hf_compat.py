@@ -1,0 +1,161 @@
+"""Every place lladapt leans on transformers' internals, in one module.
+
+transformers renames arguments and attributes between minor releases (5.24 renamed the causal-LM
+forward argument ``past_key_values`` to ``cache``, to be removed in 5.40). Code elsewhere in
+lladapt asks this module instead of spelling a name, so the next upstream change is a one-place
+fix. Each function says what it relies on, and since which release.
+
+Tested range: see ``pyproject.toml`` and CONTRIBUTING.md ("Dependency bounds").
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "CACHE",
+    "CACHE_NAMES",
+    "activation_checkpointing",
+    "cache_argument",
+    "cache_length",
+    "dynamic_cache",
+    "enable_activation_checkpointing",
+    "forward_parameters",
+    "is_cache",
+    "is_static_cache",
+    "missing_arguments",
+    "name_or_path",
+    "output_cache",
+    "take_cache",
+]
+
+#: Names under which a causal LM's forward takes its KV cache, newest first. transformers 5.24
+#: renamed ``past_key_values`` to ``cache`` (``deprecate_kwarg`` still maps the old name until
+#: 5.40); older 5.x releases know only ``past_key_values``.
+CACHE_NAMES: tuple[str, ...] = ("cache", "past_key_values")
+
+#: Placeholder for "the KV cache argument, whatever this release calls it" in lists of forward
+#: arguments an adapter needs (see :func:`missing_arguments`).
+CACHE = "<kv cache>"
+
+
+def forward_parameters(model: torch.nn.Module | Callable[..., Any]) -> Mapping[str, inspect.Parameter]:
+    """The named parameters of ``model.forward`` (or of a callable). transformers decorates its
+    forwards with ``functools.wraps``, so the signature is the real one; a catch-all ``**kwargs``
+    is not counted as taking any particular name."""
+    forward = getattr(model, "forward", model)
+    return inspect.signature(forward).parameters
+
+
+def cache_argument(model: torch.nn.Module | Callable[..., Any]) -> str | None:
+    """The name ``model.forward`` takes its KV cache by (``cache`` or ``past_key_values``), or
+    None when it takes none."""
+    params = forward_parameters(model)
+    return next((name for name in CACHE_NAMES if name in params), None)
+
+
+def missing_arguments(model: torch.nn.Module, needed: tuple[str, ...]) -> list[str]:
+    """Which of ``needed`` the model's forward does not take by name. :data:`CACHE` stands for
+    the KV cache under either spelling and is reported as ``past_key_values`` (the name users of
+    every release know)."""
+    params = forward_parameters(model)
+    missing = []
+    for name in needed:
+        if name == CACHE:
+            if cache_argument(model) is None:
+                missing.append("past_key_values (or cache)")
+        elif name not in params:
+            missing.append(name)
+    return missing
+
+
+def take_cache(call: MutableMapping[str, Any]) -> Any:
+    """Remove the KV cache from a forward call's keyword arguments, under either name, and
+    return it (None when absent). ``generate`` passes it as ``cache`` from 5.24 on, users may
+    still pass ``past_key_values``; both mean the same."""
+    found = None
+    for name in CACHE_NAMES:
+        value = call.pop(name, None)
+        if value is not None:
+            found = value
+    return found
+
+
+def output_cache(outputs: Any) -> Any:
+    """The KV cache a model returned: ``outputs.cache`` from 5.24 on, ``past_key_values`` before."""
+    for name in CACHE_NAMES:
+        value = getattr(outputs, name, None)
+        if value is not None:
+            return value
+    return None
+
+
+def activation_checkpointing(model: torch.nn.Module) -> bool:
+    """Whether gradient (activation) checkpointing is on. transformers 5 added
+    ``is_activation_checkpointing`` and deprecated ``is_gradient_checkpointing`` (a FutureWarning
+    on every read); read the new one where it exists. Looked up on the class: the names are
+    properties, and ``hasattr`` on the instance would run (and warn)."""
+    for flag in ("is_activation_checkpointing", "is_gradient_checkpointing"):
+        if hasattr(type(model), flag):
+            return bool(getattr(model, flag))
+    return False
+
+
+def enable_activation_checkpointing(model: torch.nn.Module) -> bool:
+    """Turn on activation (gradient) checkpointing with non-reentrant ``torch.utils.checkpoint``;
+    False when the model has no way to (a model that is not a transformers ``PreTrainedModel``).
+
+    transformers 5.x added ``activation_checkpointing_enable(activation_checkpointing_kwargs=)``
+    and deprecated ``gradient_checkpointing_enable(gradient_checkpointing_kwargs=)`` (a
+    FutureWarning on every call, removal in 6). Before 5.x-new the old name is the only one.
+    Input embeddings are made to require grad (the frozen base would otherwise cut the graph at
+    the first checkpointed layer); the new method does this itself, the call is idempotent."""
+    for method, keyword in (
+        ("activation_checkpointing_enable", "activation_checkpointing_kwargs"),
+        ("gradient_checkpointing_enable", "gradient_checkpointing_kwargs"),
+    ):
+        enable = getattr(model, method, None)
+        if enable is not None:
+            enable(**{keyword: {"use_reentrant": False}})
+            require_grads = getattr(model, "enable_input_require_grads", None)
+            if require_grads is not None:
+                require_grads()
+            return True
+    return False
+
+
+def dynamic_cache(pairs: list[tuple[torch.Tensor, torch.Tensor]], config: Any) -> Any:
+    """A ``DynamicCache`` holding one (key, value) pair per layer. transformers 5 takes the pairs
+    as the first positional argument (``ddp_cache_data``) and the model config to pick each
+    layer's cache type."""
+    from transformers import DynamicCache
+
+    return DynamicCache(pairs, config=config)
+
+
+def is_cache(obj: Any) -> bool:
+    """Whether ``obj`` is a transformers ``Cache`` (transformers 5 dropped tuple caches)."""
+    return hasattr(obj, "get_seq_length")
+
+
+def is_static_cache(cache: Any) -> bool:
+    """Whether ``cache`` has a fixed size (``StaticCache`` and its kin mark themselves
+    ``is_compileable``); such a cache is sized before any virtual token is added."""
+    return bool(getattr(cache, "is_compileable", False))
+
+
+def cache_length(cache: Any) -> int:
+    """Tokens already in a KV cache (0 for None)."""
+    return 0 if cache is None else int(cache.get_seq_length())
+
+
+def name_or_path(model: torch.nn.Module) -> str | None:
+    """Where ``model`` was loaded from (hub id or folder), as ``from_pretrained`` records it in the
+    private ``config._name_or_path``; None for a model built from a config."""
+    config = getattr(model, "config", None)
+    return getattr(config, "_name_or_path", None) or None

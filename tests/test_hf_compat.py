@@ -1,0 +1,126 @@
+"""core/hf_compat.py: both spellings of transformers' KV-cache argument (``past_key_values`` up to
+5.23, ``cache`` from 5.24 on), the prompt-learning hook handing the cache over under the name the
+model takes, and the third-party noise lladapt filters out."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from lladapt import get_registry, hf_compat
+from lladapt.adapt import attach_from_config
+from lladapt.testing import tiny_model
+
+
+def new_forward(input_ids=None, attention_mask=None, cache=None, inputs_embeds=None, **kwargs):
+    """The signature of a transformers >= 5.24 causal LM."""
+
+
+def old_forward(input_ids=None, attention_mask=None, past_key_values=None, inputs_embeds=None):
+    """The signature of a transformers <= 5.23 causal LM."""
+
+
+def no_cache_forward(input_ids=None, attention_mask=None, **kwargs):
+    """A model that takes no cache (a catch-all ``**kwargs`` does not count)."""
+
+
+@pytest.mark.parametrize(
+    ("forward", "name"),
+    [(new_forward, "cache"), (old_forward, "past_key_values"), (no_cache_forward, None)],
+)
+def test_cache_argument_is_found_under_either_name(forward, name):
+    assert hf_compat.cache_argument(forward) == name
+
+
+def test_missing_arguments_accepts_either_cache_name():
+    needed = (hf_compat.CACHE, "attention_mask")
+    assert hf_compat.missing_arguments(new_forward, needed) == []
+    assert hf_compat.missing_arguments(old_forward, needed) == []
+    assert hf_compat.missing_arguments(no_cache_forward, needed) == ["past_key_values (or cache)"]
+
+
+@pytest.mark.parametrize("given", ["cache", "past_key_values"])
+def test_take_cache_removes_both_names(given):
+    sentinel = object()
+    call = {"input_ids": 1, given: sentinel}
+    assert hf_compat.take_cache(call) is sentinel
+    assert call == {"input_ids": 1}
+
+
+def test_output_cache_reads_the_field_of_this_release():
+    model = tiny_model("llama").eval()
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor([[5, 6, 7]]), use_cache=True)
+    assert hf_compat.output_cache(out).get_seq_length() == 3
+
+
+def layout_of(model):
+    return get_registry("backbone").get(model.config.model_type)().layout(model.config)
+
+
+@pytest.mark.parametrize("model_takes", ["cache", "past_key_values"])
+@pytest.mark.parametrize("caller_passes", ["cache", "past_key_values"])
+def test_prefix_hook_hands_the_cache_over_under_the_models_name(model_takes, caller_passes):
+    """Whatever name the caller (generate, a user, PEFT) uses, the hook passes the prefix cache
+    under the one the model's forward takes, and nothing under the other (transformers 5.24 lets
+    ``cache`` win over ``past_key_values`` when both are given)."""
+    model = tiny_model("llama")
+    attach_from_config(model, layout_of(model), {"name": "prefix", "num_virtual_tokens": 3})
+    tokens = model.lladapt_virtual_tokens
+    tokens.cache_argument = model_takes
+    first = tokens.rewrite(model, {"input_ids": torch.tensor([[5, 6]]), "attention_mask": torch.ones(1, 2)})
+    cache = first[model_takes]
+    assert cache.get_seq_length() == 3  # the prefixes, filled before the first forward
+    other = {"cache": "past_key_values", "past_key_values": "cache"}[model_takes]
+    assert other not in first
+    # the next step finds the prefixes in the cache (3 tokens: nothing ran the model in between)
+    # and widens the mask by them instead of filling a second prefix
+    step = tokens.rewrite(model, {"input_ids": torch.tensor([[8]]), caller_passes: cache,
+                                  "attention_mask": torch.ones(1, 1)})
+    assert step[model_takes] is cache and other not in step
+    assert cache.get_seq_length() == 3
+    assert step["attention_mask"].shape == (1, 4)
+
+
+@pytest.mark.parametrize("adapter", ["prompt", "prefix"])
+def test_old_cache_name_from_a_caller_still_decodes_incrementally(adapter):
+    """A user (or PEFT) passing ``past_key_values=`` on a 5.24 model gets the same next-token
+    logits as a full uncached forward: the cache is found, not re-filled."""
+    model = tiny_model("llama").eval()
+    torch.manual_seed(0)
+    adapted = attach_from_config(model, layout_of(model), {"name": adapter, "num_virtual_tokens": 4})
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        first = adapted(input_ids=ids[:, :3], use_cache=True)
+        step = adapted(input_ids=ids[:, 3:], past_key_values=hf_compat.output_cache(first),
+                       attention_mask=torch.ones(1, 4, dtype=torch.long), use_cache=True)
+        full = adapted(input_ids=ids, use_cache=False)
+    torch.testing.assert_close(step.logits[:, -1], full.logits[:, -1], rtol=0, atol=1e-5)
+
+
+KERNEL_NOTICE = ("Failed to load CPU gemm_4bit_forward from kernels-community: No module named "
+                 "'kernels'. Please make sure you already `pip install kernels`")
+
+
+def test_bitsandbytes_kernel_notice_is_filtered_and_other_messages_are_not(caplog):
+    import lladapt  # noqa: F401  (installs the filters)
+
+    logger = logging.getLogger("bitsandbytes.backends.cpu.ops")
+    with caplog.at_level(logging.WARNING):
+        logger.warning(KERNEL_NOTICE)
+        logger.warning("a real problem")
+    assert [r.getMessage() for r in caplog.records] == ["a real problem"]
+
+
+def test_importing_bitsandbytes_after_lladapt_prints_no_kernel_notice():
+    """The real import (on a CPU with AVX-512 bf16 bitsandbytes tries the hub kernel and logs)."""
+    pytest.importorskip("bitsandbytes")
+    done = subprocess.run(
+        [sys.executable, "-c", "import lladapt, bitsandbytes"], capture_output=True, text=True,
+        timeout=120, check=True,
+    )
+    assert "kernels-community" not in done.stderr + done.stdout
