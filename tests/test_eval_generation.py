@@ -164,3 +164,42 @@ def test_the_paper_protocol_is_one_item_at_a_time_beam_4_without_cache(stories26
     lines = [json.loads(line) for line in (tmp_path / "eval" / "arith-test.jsonl").read_text().splitlines()]
     assert [r["index"] for r in lines] == [0, 1, 2]  # file order, one at a time
     assert [r["response"] for r in lines] == expected
+
+
+def test_rows_that_finish_early_leave_the_batch_with_plain_generates_answers(stories260k, monkeypatch):
+    from lladapt.data import get_template
+    from lladapt.evaluation import decode
+
+    loaded = stories(stories260k)
+    tokenizer = loaded.tokenizer
+    model = attach_from_config(loaded.model, loaded.layout, ADAPTERS["lora"])
+    randomise(model, std=0.05)  # changes the answers a little, keeps them stories
+    period = tokenizer.convert_tokens_to_ids(".")
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id, period]  # stop at a sentence's end
+    calls = []
+    real = decode.greedy_compacting
+    monkeypatch.setattr(decode, "greedy_compacting", lambda *a, **k: calls.append(1) or real(*a, **k))
+    ours = run_entry(model, tokenizer, batch_size=8, max_new_tokens=40, merge=False)
+    counts = [p.generated_tokens for p in ours.predictions]
+    assert calls and len(set(counts)) >= 3 and min(counts) < 40  # rows finished at different steps
+    template = get_template("alpaca")
+    prompts = [template.eval_prompt(ex) for ex in EXAMPLES]
+    plain = _plain_generate(model, tokenizer, prompts, 8, 40)
+    expected = [finish(tokenizer, row, [tokenizer.eos_token_id, period], ()) for row in plain]
+    assert counts == [e.tokens for e in expected]
+    assert [p.response for p in ours.predictions] == [
+        template.extract_response(p + e.text) for p, e in zip(prompts, expected, strict=True)]
+
+
+def test_prompt_learning_adapters_and_beam_search_go_through_generate(stories260k, monkeypatch):
+    from adapters_support import layout_of
+
+    from lladapt.evaluation import decode
+
+    monkeypatch.setattr(decode, "greedy_compacting", lambda *a, **k: pytest.fail("compacted"))
+    tokenizer = stories_tokenizer(stories260k)
+    base = tiny_llama()
+    model = _adapted(base, layout_of(base), ADAPTERS["prefix"])
+    assert run_entry(model, tokenizer, batch_size=4, max_new_tokens=3).total == len(EXAMPLES)
+    assert not decode.can_compact(stories(stories260k).model, generation_config(
+        stories(stories260k).model, tokenizer, Decoding(max_new_tokens=3, num_beams=2)))

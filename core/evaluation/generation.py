@@ -33,6 +33,9 @@ class Decoding:
     #: strings that end a response (cut there; the row stops generating).
     stop: tuple[str, ...] = ()
     protocol: str = "fast"
+    #: greedy decoding that drops finished rows from the batch (:mod:`.decode`) where it gives
+    #: ``generate``'s answers; else ``generate``.
+    compact: bool = True
 
     @classmethod
     def paper(cls, max_new_tokens: int, stop: Sequence[str] = ()) -> Decoding:
@@ -40,7 +43,7 @@ class Decoding:
         cache (its ``temperature=0.1, top_p=0.75, top_k=40`` have no effect without sampling)."""
         return cls(
             max_new_tokens=max_new_tokens, num_beams=4, batch_size=1, use_cache=False,
-            sort_by_length=False, stop=tuple(stop), protocol="paper",
+            sort_by_length=False, stop=tuple(stop), protocol="paper", compact=False,
         )
 
     def answer_settings(self) -> dict[str, Any]:
@@ -143,11 +146,16 @@ def generate_batch(
     """Generate for one batch of prompts (the model must be in eval mode)."""
     import torch
 
+    from lladapt.evaluation.decode import can_compact, greedy_compacting
+
     config = generation_config(model, tokenizer, decoding)
     enc = encode_left_padded(tokenizer, prompts, model_device(model))
-    extra = {"tokenizer": tokenizer} if decoding.stop else {}
-    with torch.inference_mode():
-        out = model.generate(**enc, generation_config=config, **extra)
-    new = out[:, enc["input_ids"].shape[1] :].tolist()
     stops = stop_token_ids(model, tokenizer)
+    if decoding.compact and can_compact(model, config):
+        new = greedy_compacting(model, enc["input_ids"], enc["attention_mask"], decoding.max_new_tokens, stops)
+    else:
+        extra = {"tokenizer": tokenizer} if decoding.stop else {}
+        with torch.inference_mode():
+            out = model.generate(**enc, generation_config=config, **extra)
+        new = out[:, enc["input_ids"].shape[1] :].tolist()
     return [finish(tokenizer, row, stops, decoding.stop) for row in new]
