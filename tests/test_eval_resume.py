@@ -193,3 +193,20 @@ def test_the_progress_bar_shows_items_rate_eta_and_running_accuracy(stories260k,
     correct = results["eval"][0]["correct"]
     assert "arith-test" in out and "6/6" in out and "items/s" in out and "ETA" in out
     assert f"acc {100 * correct / 6:.1f}%" in out
+
+
+def test_the_running_accuracy_counts_resumed_and_new_items():
+    import io
+
+    from rich.console import Console
+
+    from lladapt.evaluation.progress import RichProgress
+
+    stream = io.StringIO()
+    bar = RichProgress(Console(file=stream, force_terminal=True, width=150))
+    bar.start("gsm8k-test", 8, 2, 1)  # 2 items resumed, 1 of them correct
+    bar.advance(2, 2)
+    bar.advance(2, 1)
+    bar.stop()
+    last_frame = stream.getvalue().split("\r")[-1]
+    assert "6/8" in last_frame and "acc 66.7%" in last_frame  # (1 + 2 + 1) / 6
