@@ -210,3 +210,38 @@ def test_the_running_accuracy_counts_resumed_and_new_items():
     bar.stop()
     last_frame = stream.getvalue().split("\r")[-1]
     assert "6/8" in last_frame and "acc 66.7%" in last_frame  # (1 + 2 + 1) / 6
+
+
+def test_lladapt_eval_with_a_peft_adapter_folder_answers_as_the_peft_model(stories260k, tmp_path):
+    import torch
+    from eval_support import stories
+    from peft import LoraConfig, get_peft_model
+
+    from lladapt.config import load_config
+    from lladapt.data import eval_sets, get_template
+    from lladapt.evaluation.generation import finish
+
+    loaded = stories(stories260k)
+    peft_model = get_peft_model(loaded.model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=gen) * 0.3)
+    peft_model.save_pretrained(tmp_path / "peft")
+    config = load_config(_config(stories260k, tmp_path / "out", max_new_tokens=10))
+    results = evaluate(config, adapter=tmp_path / "peft", echo=lambda _: None)
+    assert results["adapter"]["name"] == "lora"
+
+    template, tokenizer = get_template("alpaca"), loaded.tokenizer
+    tokenizer.padding_side = "left"
+    peft_model.eval()
+    expected = []
+    for ex in eval_sets(config)[0].examples:
+        prompt = template.eval_prompt(ex)
+        enc = tokenizer(prompt, return_tensors="pt")
+        with torch.no_grad():
+            row = peft_model.generate(**enc, max_new_tokens=10, do_sample=False)[0, enc["input_ids"].shape[1]:]
+        expected.append(template.extract_response(prompt + finish(tokenizer, row.tolist(), [2], ()).text))
+    by_index = {r["index"]: r["response"] for r in _lines(tmp_path / "out" / "eval" / "arith-test.jsonl")}
+    assert [by_index[i] for i in range(TOTAL)] == expected
