@@ -36,6 +36,8 @@ from typing import Any
 
 import setups
 
+from lladapt.params import count_module_parameters
+
 
 def _status_mb(field: str) -> int | None:
     """A ``VmRSS`` / ``VmHWM`` line of ``/proc/self/status`` in MiB (None off Linux)."""
@@ -127,7 +129,7 @@ def main() -> None:
         "train_growth_mb": None if train_peak is None or after_attach is None
         else train_peak - after_attach,
         "saved_for_backward_mb": round(saved / 2**20, 2),
-        "trainable_parameters": sum(p.numel() for p in setups.trainable(model)),
+        "trainable_parameters": count_module_parameters(model, trainable_only=True),
     }
     if cuda:
         result["cuda_peak_mb"] = torch.cuda.max_memory_allocated() // 2**20

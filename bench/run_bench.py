@@ -42,6 +42,8 @@ from typing import Any
 
 import setups
 
+from lladapt.params import count_module_parameters
+
 #: per-model defaults: (timed steps, warm-up steps, generation repeats)
 DEFAULTS = {"smollm2": (6, 1, 3), "stories260k": (30, 3, 15)}
 
@@ -278,7 +280,7 @@ def bench_setup(setup, folder, base, check_batch, base_logits, args) -> dict[str
     _randomise(lladapt_model, seed=1)
     models["lladapt"] = lladapt_model
     result: dict[str, Any] = {"notes": setup.notes}
-    result["trainable_parameters"] = sum(p.numel() for p in setups.trainable(lladapt_model))
+    result["trainable_parameters"] = count_module_parameters(lladapt_model, trainable_only=True)
     if setup.peft_config is not None:
         models["peft"], _ = setups.build("peft", setup, folder, args.device)
         _copy_to_peft(setup, lladapt_model, models["peft"])

@@ -24,8 +24,9 @@ looks them up with ``getattr`` and says clearly when one is missing:
     so that ``peft.PeftModel.from_pretrained(base, folder)`` loads the folder.
 
 ``from_peft(peft_config: dict, tensors: dict[str, Tensor]) -> dict[str, Tensor]``
-    The inverse: PEFT's tensors back to the adapter's state keys. A classmethod, so that an
-    adapter trained with PEFT can be imported (:func:`lladapt.adapter_files.load_adapter` with a
+    The inverse: PEFT's tensors back to the adapter's state keys. A classmethod; an adapter with
+    ``to_peft`` needs it (lladapt reads its own PEFT-format folders back through it), and with it
+    an adapter trained with PEFT can be imported (:func:`lladapt.adapter_files.load_adapter` with a
     folder PEFT wrote); an adapter that also wants that must implement ``sites_from_peft``:
 
 ``sites_from_peft(peft_config: dict, tensors: dict[str, Tensor], layout) -> (Config, list[Site])``
@@ -34,7 +35,10 @@ looks them up with ``getattr`` and says clearly when one is missing:
 
 ``detach() -> None``
     Remove what ``attach`` inserted, restoring the base model (used by
-    :meth:`AdaptedModel.unload`).
+    :meth:`AdaptedModel.unload`, and to clean up after an ``attach`` that raised).
+
+docs/plugins.md states each contract with an example (the IA3 adapter of
+``examples/lladapt-ia3``).
 
 Everything else is generic: the state is every tensor the adapter created, keyed by its path in
 the base model and saved as ``base_model.model.<path>`` (PEFT's and the paper code's key scheme),
@@ -53,11 +57,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from pydantic import ValidationError
 from torch import nn
 
-from lladapt.errors import AdapterError, ConfigError, PlacementError
-from lladapt.interfaces import Adapter, ComponentConfig, Layout, Placement, Site
+from lladapt.errors import AdapterError, PlacementError
+from lladapt.interfaces import Adapter, Layout, Placement, Site
+from lladapt.params import count_module_parameters
 
 if TYPE_CHECKING:  # pragma: no cover
     from lladapt.config import ComponentSection
@@ -68,28 +72,11 @@ __all__ = [
     "attach_from_config",
     "build_adapter",
     "build_placement",
-    "count_parameters",
     "site_for_path",
 ]
 
 
 # --------------------------------------------------------------------------- building components
-
-
-def _component_options(cls: type, section: Any, where: str) -> ComponentConfig:
-    """The validated Config of a section: from ``load_config`` when it ran, else validated here."""
-    options = getattr(section, "_options", None)
-    if options is not None:
-        return options
-    fields = section.component_fields() if hasattr(section, "component_fields") else {
-        k: v for k, v in dict(section).items() if k != "name"
-    }
-    try:
-        return cls.Config.model_validate(fields)
-    except ValidationError as exc:
-        from lladapt.config import errors_from_validation
-
-        raise ConfigError(errors_from_validation(exc, cls.Config, prefix=[where])) from None
 
 
 def _section_name(section: Any) -> str:
@@ -98,20 +85,22 @@ def _section_name(section: Any) -> str:
 
 def build_adapter(section: ComponentSection | Mapping[str, Any]) -> Adapter:
     """An adapter instance from a config section (``name`` + the adapter's fields)."""
+    from lladapt.config import component_options
     from lladapt.plugin_manager import get_registry
 
     cls = get_registry("adapter").get(_section_name(section))
-    return cls(_component_options(cls, section, "adapter"))
+    return cls(component_options(cls, section, "adapter"))
 
 
 def build_placement(
     section: ComponentSection | Mapping[str, Any], where: str = "placement"
 ) -> Placement:
     """A placement instance from a config section or a plain ``{"name": ..., ...}`` mapping."""
+    from lladapt.config import component_options
     from lladapt.plugin_manager import get_registry
 
     cls = get_registry("placement").get(_section_name(section))
-    return cls(_component_options(cls, section, where))
+    return cls(component_options(cls, section, where))
 
 
 def default_placement(adapter: Adapter) -> Placement:
@@ -169,55 +158,98 @@ def _linear_names(layer: nn.Module) -> list[str]:
     return [name for name, m in layer.named_modules() if name and _is_linear_like(m)]
 
 
-def check_sites(model: nn.Module, layout: Layout, sites: Sequence[Site], adapter: Adapter) -> None:
-    """Every module site (and source) names a Linear-like module of ``model``; one message lists
-    every problem with what the backbone has instead."""
-    problems: list[str] = []
+def site_problems(
+    model: nn.Module, layout: Layout, sites: Sequence[Site], adapter: Adapter
+) -> list[str]:
+    """What is wrong with ``sites`` for ``adapter`` on ``model``: a module that does not exist or
+    is not Linear-like, a mode the adapter lacks, a site of the wrong kind. A problem that repeats
+    in every layer is said once, with the layers it concerns."""
     if not sites:
-        raise PlacementError(f"the placement resolved no sites for adapter '{adapter.name}'")
+        return [f"the placement resolved no sites for adapter '{adapter.name}'"]
+    by_problem: dict[str, list[int]] = {}
     for site in sites:
-        if site.kind != adapter.site_kind:
-            problems.append(
-                f"site '{site.path}' is a {site.kind} site; adapter '{adapter.name}' needs "
-                f"{adapter.site_kind} sites"
-            )
+        for problem in _problems_of_site(model, layout, site, adapter):
+            layers = by_problem.setdefault(problem, [])
+            if site.layer is not None:
+                layers.append(site.layer)
+    return [
+        problem.replace(_LAYERS, f" in {_layer_list(layers)}" if layers else "")
+        for problem, layers in by_problem.items()
+    ]
+
+
+#: where a problem's layers go in its message, once the sites are grouped.
+_LAYERS = "<layers>"
+
+
+def _problems_of_site(model: nn.Module, layout: Layout, site: Site, adapter: Adapter) -> list[str]:
+    """The problems of one site, worded without its layer index (so that layers group)."""
+    if site.kind != adapter.site_kind:
+        return [
+            f"site '{site.path}' is a {site.kind} site; adapter '{adapter.name}' needs "
+            f"{adapter.site_kind} sites"
+        ]
+    if site.kind != "module":
+        return []
+    problems = []
+    if site.mode not in adapter.modes:
+        problems.append(
+            f"adapter '{adapter.name}' has no mode '{site.mode}' (module "
+            f"'{_in_layer(layout, site, site.path)}'{_LAYERS}); its modes: "
+            + ", ".join(sorted(adapter.modes))
+        )
+    for path in (site.path, site.source):
+        if path is None:
             continue
-        if site.kind != "module":
-            continue
-        if site.mode not in adapter.modes:
-            problems.append(
-                f"adapter '{adapter.name}' has no mode '{site.mode}' (site '{site.path}'); "
-                f"its modes: {', '.join(sorted(adapter.modes))}"
-            )
-        for path in (site.path, site.source):
-            if path is None:
-                continue
-            try:
-                module = model.get_submodule(path)
-            except AttributeError:
-                module = None
-            if module is None or not _is_linear_like(module):
-                problems.append(_missing_module_message(model, layout, site, path, module))
+        try:
+            module = model.get_submodule(path)
+        except AttributeError:
+            module = None
+        if module is None or not _is_linear_like(module):
+            problems.append(_missing_module_message(model, layout, site, path, module))
+    return problems
+
+
+def _in_layer(layout: Layout, site: Site, path: str) -> str:
+    """``path`` relative to the site's decoder layer (``self_attn.kk``), else the full path."""
+    prefix = f"{layout.layer_path(site.layer)}." if site.layer is not None else None
+    return path[len(prefix):] if prefix and path.startswith(prefix) else path
+
+
+def _layer_list(layers: Sequence[int]) -> str:
+    """``layer 3`` / ``layers 0-4`` / ``layers 0, 2, 5-7``."""
+    ordered = sorted(set(layers))
+    runs: list[list[int]] = []
+    for index in ordered:
+        if runs and index == runs[-1][-1] + 1:
+            runs[-1].append(index)
+        else:
+            runs.append([index])
+    text = ", ".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)
+    return f"layer{'s' if len(ordered) > 1 else ''} {text}"
+
+
+def check_sites(model: nn.Module, layout: Layout, sites: Sequence[Site], adapter: Adapter) -> None:
+    """Raise one :class:`PlacementError` listing every :func:`site_problems`."""
+    problems = site_problems(model, layout, sites, adapter)
     if problems:
-        unique = list(dict.fromkeys(problems))
-        raise PlacementError("\n  ".join(["cannot place the adapter:", *unique]))
+        raise PlacementError("\n  ".join(["cannot place the adapter:", *problems]))
 
 
 def _missing_module_message(
     model: nn.Module, layout: Layout, site: Site, path: str, module: nn.Module | None
 ) -> str:
     what = "is not a Linear layer" if module is not None else "does not exist"
-    layer_path = layout.layer_path(site.layer) if site.layer is not None else None
     names: list[str] = []
-    if layer_path is not None:
+    if site.layer is not None:
         try:
-            names = _linear_names(model.get_submodule(layer_path))
+            names = _linear_names(model.get_submodule(layout.layer_path(site.layer)))
         except AttributeError:
             names = []
     roles = ", ".join(f"{r} ({layout.layer.projections[r]})" for r in layout.layer.roles)
-    msg = f"module '{path}' {what}. Roles of this backbone: {roles}"
+    msg = f"module '{_in_layer(layout, site, path)}' {what}{_LAYERS}. Roles of this backbone: {roles}"
     if names:
-        msg += f". Linear modules of layer {site.layer}: {', '.join(names)}"
+        msg += f". Linear modules of a layer: {', '.join(names)}"
     return msg
 
 
@@ -276,20 +308,6 @@ def attach(
 
 
 # --------------------------------------------------------------------------- the adapted model
-
-
-def _numel(param: torch.Tensor) -> int:
-    """Parameters a tensor stands for: a packed 4-bit tensor holds two (or more) per element."""
-    n = param.numel()
-    if type(param).__name__ == "Params4bit":
-        storage = getattr(param, "quant_storage", torch.uint8)
-        n *= 2 * torch.empty((), dtype=storage).element_size()
-    return n
-
-
-def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
-    """Parameters of ``model`` (each shared tensor once; packed 4-bit weights counted unpacked)."""
-    return sum(_numel(p) for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
 class AdaptedModel(nn.Module):
@@ -356,7 +374,7 @@ class AdaptedModel(nn.Module):
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         """All parameters (base + adapter), or only the trainable ones (the adapter's)."""
-        return count_parameters(self.base_model, trainable_only)
+        return count_module_parameters(self.base_model, trainable_only=trainable_only)
 
     def parameter_counts(self) -> dict[str, Any]:
         trainable = self.num_parameters(trainable_only=True)
@@ -369,12 +387,19 @@ class AdaptedModel(nn.Module):
         }
 
     # -- merging
+    #: why an adapter may lack an optional method, per method (the error says it).
+    _MISSING_METHOD_REASONS: dict[str, str] = {
+        "merge": "only adapters that are linear in the input, like LoRA, fold into the weights",
+        "unmerge": "only adapters that are linear in the input, like LoRA, fold into the weights",
+        "detach": "it cannot remove what it inserted; build a fresh base model instead",
+    }
+
     def _adapter_method(self, name: str, action: str) -> Any:
         method = getattr(self.adapter, name, None)
         if method is None:
             raise AdapterError(
                 f"adapter '{self.adapter.name}' cannot be {action}: it has no `{name}()` "
-                "(only adapters that are linear in the input, like LoRA, fold into the weights)"
+                f"({self._MISSING_METHOD_REASONS[name]})"
             )
         return method
 

@@ -45,21 +45,40 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "CONFIG_FILE",
     "FORMAT_VERSION",
+    "PAPER_WEIGHTS_FILE",
     "PEFT_PREFIX",
     "WEIGHTS_FILE",
+    "from_peft_keys",
     "load_adapter",
     "load_adapter_state",
     "read_folder",
+    "read_json_object",
     "save_adapter",
+    "to_peft_keys",
 ]
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
+#: the paper's code's weights file (a torch pickle; :mod:`lladapt.paper_checkpoints` reads it).
 PAPER_WEIGHTS_FILE = "adapter_model.bin"
 FORMAT = "lladapt-adapter"
 FORMAT_VERSION = 1
 #: PEFT's prefix of every module key in an adapter file (``PeftModel.base_model.model``).
 PEFT_PREFIX = "base_model.model."
+
+
+def to_peft_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Module-path keys to PEFT's (:data:`PEFT_PREFIX` in front)."""
+    return {PEFT_PREFIX + key: value for key, value in state.items()}
+
+
+def from_peft_keys(tensors: Mapping[str, torch.Tensor], where: str) -> dict[str, torch.Tensor]:
+    """PEFT's keys back to module paths; a key without :data:`PEFT_PREFIX` is an
+    :class:`AdapterError` that names ``where`` (the file) and the first such keys."""
+    bad = [key for key in tensors if not key.startswith(PEFT_PREFIX)]
+    if bad:
+        raise AdapterError(f"{where}: keys without the '{PEFT_PREFIX}' prefix: {', '.join(bad[:5])}")
+    return {key[len(PEFT_PREFIX):]: value for key, value in tensors.items()}
 
 
 # --------------------------------------------------------------------------- saving
@@ -131,7 +150,7 @@ def save_adapter(adapted: AdaptedModel, directory: str | Path, *, overwrite: boo
         config_json, tensors = exported
         meta = _metadata(adapted, "peft")
     else:
-        tensors = {PEFT_PREFIX + key: value for key, value in state.items()}
+        tensors = to_peft_keys(state)
         meta = _metadata(adapted, "lladapt")
         config_json = meta
     tensors = _to_cpu(tensors)
@@ -176,11 +195,13 @@ def read_folder(
             meta = json.loads(header["lladapt"])
         except json.JSONDecodeError as exc:
             raise AdapterError(f"'{weights}': its lladapt metadata is not JSON: {exc}") from None
-    config = _read_json(directory / CONFIG_FILE)
+    config = read_json_object(directory / CONFIG_FILE)
     return meta, config, tensors
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def read_json_object(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``; None when there is no such file; anything else is an
+    :class:`AdapterError` naming the file."""
     if not path.is_file():
         return None
     try:
@@ -211,10 +232,7 @@ def _check_base(meta: Mapping[str, Any], model: torch.nn.Module, layout: Layout,
 
 def _state_from_file(adapter: Any, meta: Mapping[str, Any] | None, config: Any, tensors: dict) -> dict:
     if meta is not None and meta.get("tensor_format") == "lladapt":
-        bad = [k for k in tensors if not k.startswith(PEFT_PREFIX)]
-        if bad:
-            raise AdapterError(f"unexpected tensor keys in the adapter file: {', '.join(bad[:5])}")
-        return {k[len(PEFT_PREFIX):]: v for k, v in tensors.items()}
+        return from_peft_keys(tensors, "the adapter file")
     from_peft = getattr(type(adapter), "from_peft", None)
     if from_peft is None:
         raise AdapterError(f"adapter '{adapter.name}' cannot read PEFT-format tensors (no from_peft)")

@@ -113,7 +113,7 @@ def run(
     adapter, logs and ``results.json`` into ``output_dir``. Returns the results."""
     import warnings
 
-    from lladapt.data import eval_sets, get_template, load_examples
+    from lladapt.data import get_template, load_run_data
     from lladapt.evaluation.suite import check_entries, evaluate_all
     from lladapt.overlap import DataOverlapWarning, check_overlap
     from lladapt.plugin_manager import get_registry
@@ -123,16 +123,11 @@ def run(
     config = as_config(config, overrides)
     # Everything that can fail on the user's input fails here, before a file is written; each
     # data file is read once.
-    train_sets = [
-        (f"{ref.name}:{ref.split or 'train'}",
-         load_examples(ref, data_dir=config.data.data_dir, purpose="train"))
-        for ref in config.data.train
-    ]
-    examples = [ex for _, subset in train_sets for ex in subset]
-    evals = eval_sets(config)
+    data = load_run_data(config)
+    examples, evals = data.train_examples, data.eval
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DataOverlapWarning)
-        check_overlap(config, train_sets, [(f"{e.name}:{e.split}", e.examples) for e in evals])
+        check_overlap(config, data)
     for warning in caught:
         echo(f"Warning: {warning.message}")
     template = get_template(config.data.template)
@@ -156,7 +151,7 @@ def run(
         adapter_cls = get_registry("adapter").get(config.adapter.name)
         results["adapter"] = {
             "name": config.adapter.name,
-            "trainable_parameters": sum(p.numel() for p in built.model.parameters() if p.requires_grad),
+            "trainable_parameters": built.model.num_parameters(trainable_only=True),
         }
     if examples:
         encoded = [
@@ -235,4 +230,4 @@ def _adapter_summary(model: Any, path: str | Path | None) -> dict[str, Any] | No
     if adapter is None:
         return None
     return {"name": adapter.name, "path": str(path) if path else None,
-            "trainable_parameters": sum(p.numel() for p in model.trainable_parameters())}
+            "trainable_parameters": model.num_parameters(trainable_only=True)}

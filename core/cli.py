@@ -82,17 +82,21 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @cli.command()
 @json_option
 def plugins(as_json: bool) -> None:
-    """List every registered component: kind, name, providing plugin, description."""
-    from lladapt.plugin_manager import KINDS, get_registry, plugin_failures
+    """List every registered component: kind, name, providing plugin, its distribution and
+    version, description."""
+    from lladapt.plugin_manager import KINDS, get_registry, plugin_failures, plugin_info
 
     rows = []
     for kind in KINDS:
         for entry in get_registry(kind).entries():
+            info = plugin_info(entry.plugin)
             rows.append(
                 {
                     "kind": kind,
                     "name": entry.name,
                     "plugin": entry.plugin,
+                    "distribution": info.distribution,
+                    "version": info.version,
                     "description": entry.cls.description(),
                     "aliases": list(getattr(entry.cls, "aliases", ())),
                 }
@@ -107,9 +111,10 @@ def plugins(as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("kind", "name", "plugin", "description", box=None, pad_edge=False)
+    table = Table("kind", "name", "plugin", "distribution", "description", box=None, pad_edge=False)
     for row in rows:
-        table.add_row(row["kind"], row["name"], row["plugin"], row["description"])
+        dist = plugin_info(row["plugin"]).label
+        table.add_row(row["kind"], row["name"], row["plugin"], dist, row["description"])
     Console(soft_wrap=False, width=200 if not sys.stdout.isatty() else None).print(table)
     report_plugin_failures()
 
@@ -118,11 +123,14 @@ def plugins(as_json: bool) -> None:
 @click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False))
 @set_option
 def validate(config_path: str, overrides: tuple[str, ...]) -> None:
-    """Check a config file: every error at once, each under its dotted path."""
+    """Check a config file: every error at once, each under its dotted path. Once the fields are
+    valid, the adapter is placed on the model's architecture on the meta device (as `params`
+    does): unknown modules, modes, layers out of range."""
     from lladapt.config import load_config
+    from lladapt.meta_check import attach_on_meta
 
     report_plugin_failures()
-    load_config(config_path, overrides)
+    attach_on_meta(load_config(config_path, overrides), source=config_path)
     click.echo(f"{config_path}: valid")
 
 
@@ -138,7 +146,7 @@ def params(config_path: str, overrides: tuple[str, ...], as_json: bool) -> None:
 
     report_plugin_failures()
     config = load_config(config_path, overrides)
-    counts = count_parameters(config)
+    counts = count_parameters(config, source=config_path)
     if as_json:
         echo_json(counts)
         return

@@ -163,16 +163,13 @@ def fetch(names: tuple[str, ...], splits: tuple[str, ...], data_dir: Path | None
 def overlap(train: str, evaluation: str, show_items: int, data_dir: Path | None, as_json: bool) -> None:
     """How many items of EVAL (default split: test) are in TRAIN (default split: train), matched on
     the whitespace-normalised, lower-cased instruction (and input)."""
-    from lladapt.data import load_examples
+    from lladapt.data import load_set
     from lladapt.overlap import find_overlap
 
-    train_name, train_split = _name_split(train, "train")
-    eval_name, eval_split = _name_split(evaluation, "test")
+    trained = load_set(*_name_split(train, "train"), data_dir=data_dir)
+    evaluated = load_set(*_name_split(evaluation, "test"), data_dir=data_dir)
     report = find_overlap(
-        load_examples(train_name, train_split, data_dir=data_dir),
-        load_examples(eval_name, eval_split, data_dir=data_dir),
-        train_name=f"{train_name}:{train_split}",
-        eval_name=f"{eval_name}:{eval_split}",
+        trained.examples, evaluated.examples, train_name=trained.label, eval_name=evaluated.label
     )
     if as_json:
         echo_json(report.to_dict())

@@ -308,6 +308,25 @@ def errors_from_validation(
     return items
 
 
+def component_options(
+    cls: type, section: ComponentSection | Mapping[str, Any], where: str
+) -> ComponentConfig:
+    """The validated ``Config`` of component class ``cls`` for a config section or a plain
+    ``{"name": ..., **fields}`` mapping: the one :func:`load_config` left on the section, else
+    validated now; a problem is a :class:`ConfigError` with its fields under ``where``."""
+    options = getattr(section, "_options", None)
+    if isinstance(options, cls.Config):
+        return options
+    if isinstance(section, ComponentSection):
+        fields = section.component_fields()
+    else:
+        fields = {k: v for k, v in dict(section).items() if k != "name"}
+    try:
+        return cls.Config.model_validate(fields)
+    except ValidationError as exc:
+        raise ConfigError(errors_from_validation(exc, cls.Config, prefix=[where])) from None
+
+
 # --------------------------------------------------------------------------- loading
 
 

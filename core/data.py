@@ -29,19 +29,20 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "FIELDS",
-    "EvalSet",
+    "LoadedSet",
+    "RunData",
     "build_dataset",
     "default_split",
-    "eval_sets",
     "format_example",
     "get_template",
     "load_examples",
+    "load_run_data",
+    "load_set",
     "make_parser",
     "normalize_text",
     "read_examples",
     "read_records",
     "to_examples",
-    "train_examples",
 ]
 
 #: the fields of a record in the LLM-Adapters format.
@@ -204,16 +205,11 @@ def _as_ref(ref: DatasetRef | str | Mapping[str, Any]) -> DatasetRef:
 def build_dataset(ref: DatasetRef | str | Mapping[str, Any], *, data_dir: Path | None = None) -> Dataset:
     """The dataset a reference names, built from its validated fields. ``data_dir`` (the config's
     ``data.data_dir``) applies when the dataset has a ``data_dir`` field the reference left unset."""
-    from lladapt.config import errors_from_validation
+    from lladapt.config import component_options
 
     ref = _as_ref(ref)
     cls = _registry("dataset").get(ref.name)
-    options = ref._options
-    if options is None or not isinstance(options, cls.Config):
-        try:
-            options = cls.Config.model_validate(ref.component_fields())
-        except ValidationError as exc:
-            raise ConfigError(errors_from_validation(exc, cls.Config, prefix=[ref.name])) from None
+    options = component_options(cls, ref, ref.name)
     if data_dir is not None and "data_dir" in cls.Config.model_fields and options.data_dir is None:
         options = options.model_copy(update={"data_dir": Path(data_dir)})
     return cls(options)
@@ -234,55 +230,81 @@ def _check_split(dataset: Dataset, split: str) -> None:
     )
 
 
-def load_examples(
-    ref: DatasetRef | str | Mapping[str, Any],
-    split: str | None = None,
-    *,
-    data_dir: Path | None = None,
-    limit: int | None = None,
-    purpose: Literal["train", "eval"] = "train",
-) -> list[Example]:
-    """The examples a reference names: its ``split`` (else ``split``, else the purpose's default),
-    cut to the smaller of its ``limit`` and ``limit``."""
-    ref = _as_ref(ref)
-    dataset = build_dataset(ref, data_dir=data_dir)
-    split = ref.split or split or default_split(dataset, purpose)
-    _check_split(dataset, split)
-    examples = dataset.load(split)
-    caps = [n for n in (ref.limit, limit) if n]
-    return list(examples[: min(caps)]) if caps else list(examples)
-
-
-def train_examples(config: RunConfig) -> list[Example]:
-    """All training examples of a run: every ``data.train`` reference, in order."""
-    out: list[Example] = []
-    for ref in config.data.train:
-        out.extend(load_examples(ref, data_dir=config.data.data_dir, purpose="train"))
-    return out
-
-
 @dataclass(frozen=True)
-class EvalSet:
-    """One dataset to evaluate: the dataset (parser, generation length), the split, the examples."""
+class LoadedSet:
+    """One split of one dataset, loaded: the dataset (parser, generation length), the split, the
+    examples. ``name`` is the dataset's own name (an alias in the config resolves to it)."""
 
     name: str
     split: str
     dataset: Dataset
     examples: list[Example]
 
+    @property
+    def label(self) -> str:
+        """``name:split``: how reports and warnings name the set."""
+        return f"{self.name}:{self.split}"
 
-def eval_sets(config: RunConfig) -> list[EvalSet]:
-    """The evaluation sets of a run: each ``eval.datasets`` reference with ``eval.split`` (unless
-    the reference names its own) and ``eval.limit``."""
-    out = []
-    for ref in config.eval.datasets:
-        dataset = build_dataset(ref, data_dir=config.data.data_dir)
-        split = ref.split or config.eval.split
-        examples = load_examples(
-            ref, split, data_dir=config.data.data_dir, limit=config.eval.limit, purpose="eval"
-        )
-        out.append(EvalSet(dataset.name, split, dataset, examples))
-    return out
+
+def load_set(
+    ref: DatasetRef | str | Mapping[str, Any],
+    split: str | None = None,
+    *,
+    data_dir: Path | None = None,
+    limit: int | None = None,
+    purpose: Literal["train", "eval"] = "train",
+) -> LoadedSet:
+    """The examples a reference names: its ``split`` (else ``split``, else the purpose's default),
+    cut to the smaller of its ``limit`` and ``limit``. The one way lladapt loads a dataset."""
+    ref = _as_ref(ref)
+    dataset = build_dataset(ref, data_dir=data_dir)
+    split = ref.split or split or default_split(dataset, purpose)
+    _check_split(dataset, split)
+    examples = dataset.load(split)
+    caps = [n for n in (ref.limit, limit) if n]
+    return LoadedSet(
+        dataset.name, split, dataset, list(examples[: min(caps)]) if caps else list(examples)
+    )
+
+
+def load_examples(
+    ref: DatasetRef | str | Mapping[str, Any], split: str | None = None, **options: Any
+) -> list[Example]:
+    """The examples of :func:`load_set` (same arguments: ``data_dir``, ``limit``, ``purpose``)."""
+    return load_set(ref, split, **options).examples
+
+
+@dataclass(frozen=True)
+class RunData:
+    """A run's data: every ``data.train`` set and every ``eval.datasets`` set, in config order."""
+
+    train: list[LoadedSet]
+    eval: list[LoadedSet]
+
+    @property
+    def train_examples(self) -> list[Example]:
+        """All training examples, in order."""
+        return [ex for loaded in self.train for ex in loaded.examples]
+
+
+def load_run_data(config: RunConfig) -> RunData:
+    """Load a run's training sets (each reference's split, default ``train``) and evaluation sets
+    (each reference's split, else ``eval.split``; ``eval.limit``), applying ``data.data_dir``
+    and each reference's ``limit``."""
+    data_dir = config.data.data_dir
+    return RunData(
+        train=[load_set(ref, data_dir=data_dir, purpose="train") for ref in config.data.train],
+        eval=eval_sets(config),
+    )
+
+
+def eval_sets(config: RunConfig) -> list[LoadedSet]:
+    """A run's evaluation sets alone (``lladapt eval`` reads no training data)."""
+    return [
+        load_set(ref, config.eval.split, data_dir=config.data.data_dir, limit=config.eval.limit,
+                 purpose="eval")
+        for ref in config.eval.datasets
+    ]
 
 
 # --------------------------------------------------------------------------- parsers, templates
@@ -291,15 +313,12 @@ def eval_sets(config: RunConfig) -> list[EvalSet]:
 def make_parser(dataset: Dataset, name: str | None = None) -> AnswerParser:
     """The answer parser for ``dataset``: ``name`` (e.g. ``eval.parser``) or the dataset's own,
     configured with the dataset's ``parser_options`` that the parser's ``Config`` accepts."""
-    from lladapt.config import errors_from_validation
+    from lladapt.config import component_options
 
     cls = _registry("answer_parser").get(name or dataset.parser)
     accepted = cls.Config.model_fields
     options = {k: v for k, v in dict(getattr(dataset, "parser_options", {})).items() if k in accepted}
-    try:
-        return cls(cls.Config(**options))
-    except ValidationError as exc:
-        raise ConfigError(errors_from_validation(exc, cls.Config, prefix=[cls.name])) from None
+    return cls(component_options(cls, options, cls.name))
 
 
 def get_template(name: str | PromptTemplate) -> PromptTemplate:

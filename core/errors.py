@@ -52,13 +52,23 @@ class ConfigError(LladaptError):
 
 
 class UnknownComponentError(LladaptError):
-    """A component name (adapter, dataset, ...) that no plugin registered."""
+    """A component name (adapter, dataset, ...) that no plugin registered. ``reason`` says why
+    when lladapt knows (a plugin that could provide it is disabled)."""
 
     exit_code = 2
 
-    def __init__(self, kind: str, name: str, known: Sequence[str], suggestion: str | None = None):
+    def __init__(
+        self,
+        kind: str,
+        name: str,
+        known: Sequence[str],
+        suggestion: str | None = None,
+        reason: str | None = None,
+    ):
         self.kind, self.name, self.known, self.suggestion = kind, name, list(known), suggestion
-        msg = f"unknown {kind} '{name}'. Registered: {', '.join(sorted(known)) or '(none)'}"
+        self.reason = reason
+        head = f"{kind} '{name}' is not available: {reason}" if reason else f"unknown {kind} '{name}'"
+        msg = f"{head}. Registered: {', '.join(sorted(known)) or '(none)'}"
         if suggestion:
             msg += f"; did you mean '{suggestion}'?"
         super().__init__(msg)

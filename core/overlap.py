@@ -13,12 +13,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from lladapt.data import load_examples, normalize_text
+from lladapt.data import load_run_data, normalize_text
 from lladapt.errors import DataError
 from lladapt.interfaces import Example
 
 if TYPE_CHECKING:  # pragma: no cover
     from lladapt.config import RunConfig
+    from lladapt.data import RunData
 
 __all__ = ["DataOverlapWarning", "OverlapReport", "check_overlap", "example_key", "find_overlap"]
 
@@ -82,43 +83,24 @@ def find_overlap(
     return OverlapReport(train_name, eval_name, len(train), len(evaluation), seen)
 
 
-def _label(ref: Any, split: str) -> str:
-    return f"{ref.name}:{split}"
-
-
-def check_overlap(
-    config: RunConfig,
-    train: Sequence[tuple[str, Sequence[Example]]] | None = None,
-    evaluation: Sequence[tuple[str, Sequence[Example]]] | None = None,
-) -> list[OverlapReport]:
+def check_overlap(config: RunConfig, data: RunData | None = None) -> list[OverlapReport]:
     """Compare every training set of a run with every evaluation set and act on
     ``data.overlap``: ``warn`` (a :class:`DataOverlapWarning`), ``error`` (a :class:`DataError`)
     or ``ignore`` (nothing is loaded). Returns the reports that found an overlap.
 
-    ``train`` / ``evaluation`` are ``(label, examples)`` pairs a caller has already loaded (a run
-    loads its data once); by default they are loaded from the config."""
+    ``data`` is the run's data when a caller has loaded it already (a run loads its data once);
+    by default it is loaded from the config (:func:`lladapt.data.load_run_data`)."""
     action = config.data.overlap
     if action == "ignore" or not config.data.train or not config.eval.datasets:
         return []
-    data_dir = config.data.data_dir
-    if train is None:
-        train = [
-            (_label(ref, ref.split or "train"), load_examples(ref, data_dir=data_dir, purpose="train"))
-            for ref in config.data.train
-        ]
-    if evaluation is None:
-        evaluation = []
-        for ref in config.eval.datasets:
-            split = ref.split or config.eval.split
-            examples = load_examples(
-                ref, split, data_dir=data_dir, limit=config.eval.limit, purpose="eval"
-            )
-            evaluation.append((_label(ref, split), examples))
+    if data is None:
+        data = load_run_data(config)
     found = []
-    for eval_label, examples in evaluation:
-        for train_label, train_examples in train:
+    for evaluated in data.eval:
+        for trained in data.train:
             report = find_overlap(
-                train_examples, examples, train_name=train_label, eval_name=eval_label
+                trained.examples, evaluated.examples, train_name=trained.label,
+                eval_name=evaluated.label,
             )
             if report.seen:
                 found.append(report)

@@ -28,6 +28,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 from pydantic import ValidationError
 
+from lladapt.adapter_files import (
+    CONFIG_FILE,
+    PAPER_WEIGHTS_FILE,
+    PEFT_PREFIX,
+    from_peft_keys,
+    read_json_object,
+)
 from lladapt.errors import AdapterError, ConfigError
 from lladapt.interfaces import Layout, Site
 
@@ -36,9 +43,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["bottleneck_options", "load_paper_checkpoint", "read_paper_state"]
 
-WEIGHTS_FILE = "adapter_model.bin"
-CONFIG_FILE = "adapter_config.json"
-PREFIX = "base_model.model."
 _BOTTLENECK_SUFFIX = ".adapter_down.weight"
 
 
@@ -55,9 +59,7 @@ def read_paper_state(path: str | Path) -> dict[str, torch.Tensor]:
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):
         raise AdapterError(f"'{path}' does not hold a state dict of named tensors")
-    bad = [k for k in state if not k.startswith(PREFIX)]
-    if bad:
-        raise AdapterError(f"'{path}': keys without the '{PREFIX}' prefix: {', '.join(bad[:5])}")
+    from_peft_keys(state, f"'{path}'")  # every key must carry PEFT's prefix
     return dict(state)
 
 
@@ -87,7 +89,7 @@ def _bottleneck_sites(
     sites = []
     for key in sorted(state):
         if key.endswith(_BOTTLENECK_SUFFIX):
-            path = key[len(PREFIX): -len(_BOTTLENECK_SUFFIX)]
+            path = key[len(PEFT_PREFIX): -len(_BOTTLENECK_SUFFIX)]
             site = site_for_path(layout, path, "parallel")
             mode = adapter.default_mode(site.role)
             sites.append(Site(path=path, layer=site.layer, role=site.role, mode=mode))  # type: ignore[arg-type]
@@ -109,27 +111,22 @@ def load_paper_checkpoint(
     from lladapt.adapter_files import copy_state
 
     path = Path(path)
-    weights = path / WEIGHTS_FILE if path.is_dir() else path
+    weights = path / PAPER_WEIGHTS_FILE if path.is_dir() else path
     if config is None:
         config_path = weights.parent / CONFIG_FILE
-        if not config_path.is_file():
+        config = read_json_object(config_path)
+        if config is None:
             raise AdapterError(
                 f"'{config_path}' is missing: it says which adapter the checkpoint holds "
                 "(pass config= to give it)"
             )
-        import json
-
-        try:
-            config = json.loads(config_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise AdapterError(f"'{config_path}' is not valid JSON: {exc}") from None
     state = read_paper_state(weights)
     peft_type = str(config.get("peft_type", "")).upper()
     try:
         if peft_type == "BOTTLENECK":
             adapter = build_adapter(bottleneck_options(config))
             sites = _bottleneck_sites(adapter, state, layout)
-            module_state = {k[len(PREFIX):]: v for k, v in state.items()}
+            module_state = from_peft_keys(state, f"'{weights}'")
         elif peft_type == "LORA":
             from lladapt.plugin_manager import get_registry
 

@@ -1,21 +1,32 @@
-"""Parameter counts of a run config (``lladapt params``), without loading weights.
+"""Counting parameters: the one counter, :func:`count_module_parameters` (used by
+:class:`~lladapt.adapt.AdaptedModel`, a run's results and ``lladapt params``), and the counts of a
+run config without loading weights, :func:`count_parameters` (``lladapt params``).
 
-The base model is built on the meta device (from its preset, or from the ``config.json`` of a
-local folder or hub id), the configured adapter is attached there, and parameters are counted
-once each (tied embeddings once). With no adapter nothing is trainable: lladapt always freezes the
-base. Quantization is ignored: counts are of the unquantized architecture.
-"""
+For a run config the base model is built on the meta device (from its preset, or from the
+``config.json`` of a local folder or hub id), the configured adapter is attached there, and
+parameters are counted once each (tied embeddings once). With no adapter nothing is trainable:
+lladapt always freezes the base. Quantization is ignored: counts are of the unquantized
+architecture."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from lladapt.errors import LladaptError
+from lladapt.quantization import unpacked_numel
 
 if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
     from lladapt.config import RunConfig
 
-__all__ = ["count_parameters"]
+__all__ = ["count_module_parameters", "count_parameters"]
+
+
+def count_module_parameters(module: torch.nn.Module, *, trainable_only: bool = False) -> int:
+    """Parameters of ``module``: each shared (tied) tensor once, since ``Module.parameters()``
+    skips a tensor it has seen; packed 4-bit weights counted unpacked; with ``trainable_only``
+    only those that require grad."""
+    return sum(unpacked_numel(p) for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
 def _placement_name(config: RunConfig) -> str | None:
@@ -30,35 +41,23 @@ def _placement_name(config: RunConfig) -> str | None:
     return default.get("name") if default else None
 
 
-def count_parameters(config: RunConfig) -> dict[str, Any]:
+def count_parameters(config: RunConfig, source: str | None = None) -> dict[str, Any]:
     """``{model, backbone, adapter, placement, base, trainable, total, trainable_percent}``.
 
     ``base`` is the base model's parameter count, ``total`` base plus adapter parameters,
-    ``trainable`` those with ``requires_grad`` (the adapter's).
+    ``trainable`` those with ``requires_grad`` (the adapter's). A model whose architecture cannot
+    be read, or an adapter that cannot be placed, is a :class:`~lladapt.ConfigError` listing every
+    problem (``source`` names the config file in it): the errors ``lladapt validate`` reports.
     """
-    from lladapt.models import count_unique_parameters, load_model
+    from lladapt.meta_check import attach_on_meta
 
-    loaded = load_model(config.model, meta=True)
-    model = loaded.model
-    model.requires_grad_(False)  # the base is always frozen
-    base = count_unique_parameters(model)
-    counted = model
-    if config.adapter is not None:
-        try:
-            from lladapt.adapt import attach_from_config
-        except ModuleNotFoundError as exc:
-            if exc.name != "lladapt.adapt":
-                raise
-            raise LladaptError(
-                f"adapter '{config.adapter.name}': counting adapter parameters needs "
-                "lladapt.adapt, which this installation lacks"
-            ) from exc
-        counted = attach_from_config(model, loaded.layout, config.adapter, config.placement)
-    total = count_unique_parameters(counted)
-    trainable = count_unique_parameters(counted, trainable_only=True)
+    meta = attach_on_meta(config, source)
+    total = count_module_parameters(meta.model)
+    trainable = count_module_parameters(meta.model, trainable_only=True)
+    base = total - trainable  # the base is frozen; every adapter parameter trains
     return {
         "model": config.model.source,
-        "backbone": loaded.backbone.name,
+        "backbone": meta.loaded.backbone.name,
         "adapter": config.adapter.name if config.adapter is not None else None,
         "placement": _placement_name(config),
         "base": base,

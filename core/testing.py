@@ -51,28 +51,41 @@ def tiny_model(family: str, seed: int = 0, **overrides: Any):
     return model.eval()
 
 
+#: the folder that holds the checkout (``../shared`` is looked for here).
+CHECKOUT_PARENT = Path(__file__).resolve().parents[2]
+
+
 def shared_dir() -> Path | None:
-    """The shared assets folder (``LLADAPT_SHARED_DIR``, else ``../shared`` beside the checkout)."""
+    """The shared assets folder: ``LLADAPT_SHARED_DIR`` when set (whether or not it exists: a
+    wrong setting must not pass for "no assets"), else ``../shared`` beside the checkout or beside
+    the working directory; None when there is no such folder at all."""
     env = os.environ.get("LLADAPT_SHARED_DIR")
-    candidates = [Path(env)] if env else []
-    here = Path(__file__).resolve()
-    candidates += [p / "shared" for p in here.parents[:4]]
-    candidates.append(Path.cwd().parent / "shared")
-    for path in candidates:
-        if (path / "models").is_dir() or (path / "data").is_dir():
+    if env:
+        return Path(env)
+    for path in (CHECKOUT_PARENT / "shared", Path.cwd().parent / "shared"):
+        if path.is_dir():
             return path
     return None
 
 
-def stories260k_dir() -> Path | None:
-    """The real 260K-parameter LLaMA in the shared assets, or None if they are absent."""
+def shared_asset(*parts: str) -> Path | None:
+    """``parts`` inside the shared assets folder. None when there is no shared folder at all (a
+    plain checkout); a shared folder that lacks the file is an error naming it, never a None."""
     base = shared_dir()
-    path = base / "models" / "stories260k" if base else None
-    return path if path is not None and (path / "config.json").is_file() else None
+    if base is None:
+        return None
+    path = base.joinpath(*parts)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: the shared assets folder {base} lacks it")
+    return path
+
+
+def stories260k_dir() -> Path | None:
+    """The real 260K-parameter LLaMA in the shared assets (None without any shared assets)."""
+    config = shared_asset("models", "stories260k", "config.json")
+    return config.parent if config is not None else None
 
 
 def paper_data_dir() -> Path | None:
-    """The paper's datasets in the shared assets, or None if they are absent."""
-    base = shared_dir()
-    path = base / "data" / "llm-adapters" if base else None
-    return path if path is not None and path.is_dir() else None
+    """The paper's datasets in the shared assets (None without any shared assets)."""
+    return shared_asset("data", "llm-adapters")

@@ -6,7 +6,7 @@ Duplicate names are errors naming both classes; unknown names suggest the closes
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -40,10 +40,20 @@ class Entry(Generic[T]):
 class Registry(Generic[T]):
     """Components of one kind, by ``cls.name``; ``cls.aliases`` are accepted on lookup."""
 
-    def __init__(self, kind: str):
+    def __init__(
+        self,
+        kind: str,
+        *,
+        describe_plugin: Callable[[str], str] | None = None,
+        explain_unknown: Callable[[str], str | None] | None = None,
+    ):
         self.kind = kind
         self._entries: dict[str, Entry[T]] = {}
         self._aliases: dict[str, str] = {}
+        #: plugin name -> how error messages name it (e.g. with its distribution).
+        self._describe = describe_plugin or (lambda plugin: f"plugin '{plugin}'")
+        #: name -> why it is missing (e.g. its plugin is disabled), added to the unknown-name error.
+        self._explain_unknown = explain_unknown
 
     def add(self, cls: type[T], plugin: str = "<unknown>") -> type[T]:
         """Register ``cls`` under ``cls.name`` (and its ``aliases``). Returns ``cls``."""
@@ -58,7 +68,8 @@ class Registry(Generic[T]):
             if owner is not None:
                 raise PluginError(
                     f"{self.kind} name '{key}' is registered twice: by {_qualname(owner.cls)} "
-                    f"(plugin '{owner.plugin}') and by {_qualname(cls)} (plugin '{plugin}')"
+                    f"({self._describe(owner.plugin)}) and by {_qualname(cls)} "
+                    f"({self._describe(plugin)})"
                 )
         self._entries[name] = Entry(name, cls, plugin)
         for alias in getattr(cls, "aliases", ()):
@@ -75,7 +86,11 @@ class Registry(Generic[T]):
         if name.lower() in folded:
             return self.canonical(folded[name.lower()])
         raise UnknownComponentError(
-            self.kind, name, list(self._entries), did_you_mean(name, [*self._entries, *self._aliases])
+            self.kind,
+            name,
+            list(self._entries),
+            did_you_mean(name, [*self._entries, *self._aliases]),
+            reason=self._explain_unknown(name) if self._explain_unknown else None,
         )
 
     def get(self, name: str) -> type[T]:

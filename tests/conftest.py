@@ -1,8 +1,10 @@
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
+from types import SimpleNamespace
 
-from lladapt import testing
+import pytest
+from assets import shared_asset
 
 
 @pytest.fixture(autouse=True)
@@ -17,18 +19,12 @@ def _fresh_plugins(monkeypatch):
 
 @pytest.fixture
 def stories260k():
-    path = testing.stories260k_dir()
-    if path is None:
-        pytest.skip("../shared/models/stories260k is absent (set LLADAPT_SHARED_DIR)")
-    return path
+    return shared_asset("models", "stories260k", "config.json").parent
 
 
 @pytest.fixture
 def paper_data():
-    path = testing.paper_data_dir()
-    if path is None:
-        pytest.skip("../shared/data/llm-adapters is absent (set LLADAPT_SHARED_DIR)")
-    return path
+    return shared_asset("data", "llm-adapters")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -45,3 +41,29 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+
+@pytest.fixture
+def logits_when_saved(monkeypatch):
+    """Records, as each adapted model saves itself, its logits (in eval mode) on ``.ids`` under
+    the folder's name in ``.by_folder``: the model as it was when training ended, to compare a
+    reloaded folder with."""
+    import torch
+
+    from lladapt.adapt import AdaptedModel
+
+    # token ids valid in every test model (stories260k's vocabulary is 512)
+    record = SimpleNamespace(ids=torch.tensor([[1, 20, 30, 40]]), by_folder={})
+    save = AdaptedModel.save_adapter
+
+    def recording_save(self, path, *args, **kwargs):
+        training = self.training
+        self.eval()
+        with torch.no_grad():
+            record.by_folder[Path(path).name] = self(input_ids=record.ids).logits
+        self.train(training)
+        return save(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(AdaptedModel, "save_adapter", recording_save)
+    return record

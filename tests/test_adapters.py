@@ -213,11 +213,18 @@ def test_counts_and_freezing():
 
 
 def test_forward_and_generate_pass_through():
+    """generate goes through the adapter: with a nonzero LoRA B it equals greedy decoding by the
+    adapted forward, token for token, and differs from the base model's generation."""
     base = testing.tiny_model("llama")
     adapted = tiny_adapted("llama", {"name": "lora"})
     assert adapted.config is adapted.base_model.config  # attributes fall through
-    out = adapted.generate(IDS[:1], max_new_tokens=4, do_sample=False)
-    assert torch.equal(out, base.generate(IDS[:1], max_new_tokens=4, do_sample=False))
+    randomise(adapted, std=0.5)  # B nonzero: the adapter changes the model's choices
+    out = adapted.generate(IDS[:1], max_new_tokens=6, do_sample=False)
+    ids = IDS[:1]
+    for _ in range(6):  # greedy decoding by the adapted model's plain forward, no cache
+        ids = torch.cat([ids, logits(adapted, ids)[:, -1:].argmax(-1)], dim=1)
+    assert torch.equal(out, ids)
+    assert not torch.equal(out, base.generate(IDS[:1], max_new_tokens=6, do_sample=False))
 
 
 def test_unload_restores_the_base_model():

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from lladapt import get_registry
 from lladapt.cli import cli
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "docs" / "examples"
@@ -60,8 +59,6 @@ def test_emnlp_shares_match_the_paper():
 
 
 def test_emnlp_prefix_configuration():
-    if "prefix" not in get_registry("adapter"):
-        pytest.skip("the prefix adapter is not registered")
     counts = _params(EXAMPLES / "paper-emnlp/llama-7b-prefix.yaml")
     # 10 virtual tokens, a key and a value prefix of width 4096 in each of the 32 layers
     assert counts["adapter"] == "prefix" and counts["trainable"] == 10 * 32 * 2 * 4096

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import gguf  # core dependencies: a broken install fails here, it is not skipped
 import numpy as np
 import pytest
+import sentencepiece as spm
 import torch
 
 from lladapt.config import ModelSection
 from lladapt.models import load_model, resolve_source
-
-gguf = pytest.importorskip("gguf")
-spm = pytest.importorskip("sentencepiece")
 
 STORY = (
     "Once upon a time, there was a little girl named Lily. She loved to play outside in the park. "

@@ -58,7 +58,7 @@ def test_overlap_json(data_env):
         "eval_records": 395, "seen": 316, "unseen": 79}
     assert len(report["seen_items"]) == 316
     result = run("data", "overlap", "math_data", "AddSub:heldout")
-    assert result.output.strip() == "0 of 79 AddSub:heldout items are in math_data:train (3260 records); 79 unseen"
+    assert result.output.strip() == "0 of 79 addsub:heldout items are in math_data:train (3260 records); 79 unseen"
 
 
 def test_show(data_env):

@@ -8,7 +8,7 @@ import warnings
 import pytest
 
 from lladapt import get_registry
-from lladapt.data import build_dataset, load_examples
+from lladapt.data import build_dataset, load_examples, load_run_data
 from lladapt.errors import DataError
 from lladapt.overlap import DataOverlapWarning, check_overlap, find_overlap
 
@@ -113,3 +113,13 @@ def test_a_run_whose_training_data_overlaps_its_evaluation_data(data_env):
         assert check_overlap(_config("ignore")) == []
         assert check_overlap(_config("error", evaluation=({"name": "addsub", "split": "heldout"},))) == []
         assert check_overlap(_config("error", train="arith", evaluation=("arith",))) == []
+
+
+def test_sets_are_labelled_by_their_dataset_name_not_the_alias_used(data_env):
+    config = _config("warn", train={"name": "math_data"}, evaluation=("AddSub", "ARC-Easy"))
+    data = load_run_data(config)
+    assert [s.label for s in data.train] == ["math_data:train"]
+    assert [s.label for s in data.eval] == ["addsub:test", "arc_easy:test"]
+    with pytest.warns(DataOverlapWarning, match="316 of 395 addsub:test items are in the training data math_data:train"):
+        (report,) = check_overlap(config, data)
+    assert (report.train, report.eval) == ("math_data:train", "addsub:test")

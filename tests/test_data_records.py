@@ -9,12 +9,11 @@ import pytest
 
 from lladapt.data import (
     build_dataset,
-    eval_sets,
     format_example,
     load_examples,
+    load_run_data,
     make_parser,
     read_examples,
-    train_examples,
 )
 from lladapt.errors import ConfigError, DataError
 
@@ -167,7 +166,11 @@ def test_train_and_eval_sets_from_a_config(tmp_path):
         "data": {"train": [{"name": "arith", "limit": 10}, "arith"]},
         "eval": {"datasets": ["arith"], "limit": 4},
     })
-    assert len(train_examples(config)) == 1010
-    (only,) = eval_sets(config)
+    data = load_run_data(config)
+    assert [len(s.examples) for s in data.train] == [10, 1000]
+    assert len(data.train_examples) == 1010
+    assert data.train_examples[10:] == data.train[1].examples  # config order kept
+    (only,) = data.eval
     assert (only.name, only.split, len(only.examples), only.dataset.max_new_tokens) == ("arith", "test", 4, 32)
+    assert [s.label for s in data.train] == ["arith:train", "arith:train"]
     assert format_example("alpaca", only.examples[0], train=False).endswith("### Response:\n")

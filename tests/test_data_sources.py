@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+from assets import shared_asset
 
 from lladapt.data_sources import (
     ChecksumError,
@@ -173,15 +174,12 @@ def test_cache_dir_follows_the_platform_rules(monkeypatch, tmp_path):
 def test_a_paper_dataset_downloads_from_a_mirror(server, monkeypatch):
     """End to end: the AddSub plugin fetches its pinned file from LLADAPT_DATA_URL, verifies it and
     loads its records; a mirror serving other bytes is refused."""
-    from lladapt import testing
     from lladapt.data import load_examples
 
-    shared = testing.paper_data_dir()
-    if shared is None:
-        pytest.skip("../shared/data/llm-adapters is absent")
+    addsub = shared_asset("data", "llm-adapters", "AddSub", "test.json")
     root, base = server
     (root / "dataset" / "AddSub").mkdir()
-    (root / "dataset" / "AddSub" / "test.json").write_bytes((shared / "AddSub" / "test.json").read_bytes())
+    (root / "dataset" / "AddSub" / "test.json").write_bytes(addsub.read_bytes())
     monkeypatch.setenv("LLADAPT_DATA_URL", base)
     examples = load_examples("addsub", "test")
     assert len(examples) == 395 and examples[0].answer == "4"

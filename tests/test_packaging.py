@@ -9,6 +9,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from plugin_env import build_wheel
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = {"core": "lladapt", "plugins": "lladapt.plugins", "registry": "lladapt.registry"}
@@ -29,12 +30,7 @@ def source_modules() -> set[str]:
 @pytest.fixture(scope="module")
 def wheel_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("wheel")
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(out), str(ROOT)],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    [wheel] = out.glob("lladapt-*.whl")
+    wheel = build_wheel(ROOT, out)
     unpacked = out / "unpacked"
     with zipfile.ZipFile(wheel) as zf:
         zf.extractall(unpacked)

@@ -129,13 +129,13 @@ def test_an_unknown_module_name_lists_the_linear_modules():
         attach(model, layout_of(model), build_adapter({"name": "lora"}),
                build_placement({"name": "modules", "modules": ["c_attn"], "layers": [0]}))
     message = str(err.value)
-    assert "module 'transformer.h.0.c_attn' does not exist" in message
-    assert "Linear modules of layer 0: attn.k_proj, attn.v_proj, attn.q_proj, attn.out_proj, mlp.fc_in, mlp.fc_out" in message
+    assert "module 'c_attn' does not exist in layer 0." in message
+    assert "Linear modules of a layer: attn.k_proj, attn.v_proj, attn.q_proj, attn.out_proj, mlp.fc_in, mlp.fc_out" in message
     assert not any(p.requires_grad is False for p in model.parameters())  # nothing was touched
 
 
 def test_a_module_that_is_not_linear_is_refused():
-    with pytest.raises(PlacementError, match="module 'model.layers.0.mlp' is not a Linear layer"):
+    with pytest.raises(PlacementError, match="module 'mlp' is not a Linear layer in layer 0"):
         tiny_adapted("llama", {"name": "lora"}, {"name": "modules", "modules": ["mlp"], "layers": [0]})
 
 
@@ -151,8 +151,6 @@ def test_one_module_with_two_modes_is_refused():
 
 
 def test_module_placements_refuse_prompt_learning_adapters():
-    if "prefix" not in get_registry("adapter"):
-        pytest.skip("the prefix adapter is not registered")
     with pytest.raises(PlacementError, match="adapter 'prefix' goes to layer sites"):
         _sites("llama", {"name": "prefix"}, "mlp")
 

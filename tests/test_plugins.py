@@ -8,7 +8,7 @@ import sys
 import types
 
 import pytest
-from plugin_env import env_with, install
+from plugin_env import env_with, install, write_dist_info
 
 import lladapt
 from lladapt import plugin_manager
@@ -82,7 +82,11 @@ def test_cli_lists_third_party_component_and_warns_about_broken_one(site):
     proc = lladapt_cli("plugins", env=env_with(site))
     assert proc.returncode == 0, proc.stderr
     row = next(line for line in proc.stdout.splitlines() if " yesno " in line)
-    assert row.split()[:3] == ["answer_parser", "yesno", "example"]
+    # the distribution and its version: what a user upgrades or uninstalls
+    assert row.split()[:5] == ["answer_parser", "yesno", "example", "lladapt-example", "0.1.0"]
+    lora = next(line for line in proc.stdout.splitlines() if " lora " in line)
+    assert lora.split()[:5] == ["adapter", "lora", "lladapt.plugins.adapters", "lladapt", lladapt.__version__]
+    assert proc.stdout.splitlines()[0].split()[:5] == ["kind", "name", "plugin", "distribution", "description"]
     assert "Reads 'yes' or 'no'" in row
     assert "llama" in proc.stdout and "lora" in proc.stdout
     assert "Warning: plugin 'broken' (distribution 'lladapt-broken') failed: ImportError" in proc.stderr
@@ -93,7 +97,8 @@ def test_cli_plugins_json_and_plugin_command(site):
     proc = lladapt_cli("plugins", "--json", env=env_with(site))
     data = json.loads(proc.stdout)
     rows = {(r["kind"], r["name"]): r for r in data["components"]}
-    assert rows[("answer_parser", "yesno")]["plugin"] == "example"
+    yesno = rows[("answer_parser", "yesno")]
+    assert (yesno["plugin"], yesno["distribution"], yesno["version"]) == ("example", "lladapt-example", "0.1.0")
     assert {("backbone", n) for n in ("llama", "bloom", "opt", "gptj")} <= set(rows)
     assert data["failures"][0]["plugin"] == "broken"
     hello = lladapt_cli("hello-example", env=env_with(site))
@@ -159,3 +164,86 @@ def test_registry_did_you_mean_and_aliases():
     assert str(info.value) == "unknown adapter 'serie'. Registered: series; did you mean 'series'?"
     with pytest.raises(PluginError, match="without a non-empty string `name`"):
         registry.add(type("NoName", (lladapt.Adapter,), {}), plugin="p")
+
+
+OTHER_PLUGIN = """
+import lladapt
+
+
+class Other(lladapt.AnswerParser):
+    \"\"\"Another distribution's parser.\"\"\"
+
+    name = "{name}"
+
+
+@lladapt.hookimpl
+def register_answer_parsers(register):
+    register(Other)
+"""
+
+
+def _second_distribution(site, parser_name: str) -> None:
+    """A distribution 'lladapt-other' that chose the entry-point name 'example' too (its module
+    named after the parser: each test imports its own)."""
+    module = f"lladapt_other_{parser_name}"
+    (site / module).mkdir()
+    (site / module / "__init__.py").write_text(OTHER_PLUGIN.format(name=parser_name))
+    write_dist_info(site, "lladapt-other", "example", module, version="2.0")
+
+
+def test_two_distributions_with_the_same_entry_point_name_both_load(tmp_path, monkeypatch):
+    site = install(tmp_path / "site", ["lladapt-example"])
+    _second_distribution(site, "other")
+    monkeypatch.syspath_prepend(str(site))
+    registry = lladapt.get_registry("answer_parser")
+    assert "yesno" in registry and "other" in registry
+    yesno, other = registry.entry("yesno"), registry.entry("other")
+    assert yesno.plugin != other.plugin
+    assert {yesno.plugin, other.plugin} <= {"example", "example@lladapt-example", "example@lladapt-other"}
+    assert plugin_manager.plugin_info(yesno.plugin).label == "lladapt-example 0.1.0"
+    assert plugin_manager.plugin_info(other.plugin).label == "lladapt-other 2.0"
+    assert plugin_manager.plugin_failures() == []
+
+
+def test_two_distributions_registering_one_component_name_is_an_error_naming_both(
+    tmp_path, monkeypatch
+):
+    site = install(tmp_path / "site", ["lladapt-example"])
+    _second_distribution(site, "yesno")
+    monkeypatch.syspath_prepend(str(site))
+    with pytest.raises(PluginError) as info:
+        lladapt.get_registry("answer_parser")
+    message = str(info.value)
+    assert "answer parser name 'yesno' is registered twice" in message
+    assert "(distribution 'lladapt-example 0.1.0')" in message
+    assert "(distribution 'lladapt-other 2.0')" in message
+
+
+def test_a_component_of_a_disabled_plugin_is_named_as_disabled(site, monkeypatch):
+    monkeypatch.setenv("LLADAPT_DISABLE_PLUGINS", "example")
+    with pytest.raises(lladapt.ConfigError) as info:
+        lladapt.load_config({"model": "llama-7b", "eval": {"parser": "yesno"}})
+    assert str(info.value.errors[0]) == (
+        "eval.parser: answer parser 'yesno' is not available: no enabled plugin registers it, and "
+        "LLADAPT_DISABLE_PLUGINS=example disables 'example' (lladapt-example 0.1.0), which may "
+        "provide it. Registered: choice, choice-answer, letter, letter-answer, number, number-answer"
+    )
+
+
+def test_a_plugin_disabled_by_its_distribution_name(site, monkeypatch):
+    monkeypatch.setenv("LLADAPT_DISABLE_PLUGINS", "lladapt-example")
+    assert "yesno" not in lladapt.get_registry("answer_parser")
+    with pytest.raises(UnknownComponentError, match="its plugin 'example' .distribution "
+                       "'lladapt-example 0.1.0'. is disabled by LLADAPT_DISABLE_PLUGINS=lladapt-example"):
+        lladapt.get_registry("answer_parser").get("lladapt-example")
+
+
+def test_a_disabled_builtin_plugin_is_named(monkeypatch):
+    monkeypatch.setenv("LLADAPT_DISABLE_PLUGINS", "adapters")
+    with pytest.raises(UnknownComponentError) as info:
+        lladapt.get_registry("adapter").get("lora")
+    assert str(info.value) == (
+        "adapter 'lora' is not available: no enabled plugin registers it, and "
+        "LLADAPT_DISABLE_PLUGINS=adapters disables 'lladapt.plugins.adapters' "
+        f"(lladapt {lladapt.__version__}), which may provide it. Registered: (none)"
+    )

@@ -3,9 +3,8 @@ paper code's training and evaluation strings)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from assets import shared_asset
 
 from lladapt import Example
 from lladapt.data import format_example, get_template
@@ -52,10 +51,7 @@ def test_compat_is_byte_identical_to_the_paper_code():
 
 
 def test_compat_matches_the_design_notes_when_present():
-    design = Path(__file__).resolve().parents[2] / "shared" / "docs" / "DESIGN.md"
-    if not design.is_file():
-        pytest.skip("../shared/docs/DESIGN.md is absent")
-    text = design.read_text()
+    text = shared_asset("docs", "DESIGN.md").read_text()
     block = text[text.index("TRAIN_NO_INPUT = "):]
     namespace: dict[str, str] = {}
     exec(block[: block.index("```")], namespace)  # four string literals

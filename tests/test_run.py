@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+from run_support import rescored
 
 from lladapt.api import run
 from lladapt.errors import DataError, LladaptError
@@ -30,7 +31,7 @@ def small_run(model_dir, out, **extra):
     return config
 
 
-def test_run_trains_saves_and_evaluates(stories260k, tmp_path):
+def test_run_trains_saves_and_evaluates(stories260k, tmp_path, logits_when_saved):
     out = tmp_path / "run"
     results = run(small_run(stories260k, out), echo=lambda _: None)
     train = results["train"]
@@ -39,24 +40,28 @@ def test_run_trains_saves_and_evaluates(stories260k, tmp_path):
     assert results["adapter"]["trainable_parameters"] == 5 * 4 * ((64 + 64) + (64 + 32))  # r=4 on q (64->64), v (64->32: 4 kv heads)
     [scored] = results["eval"]
     assert scored["total"] == 3
-    assert scored["correct"] + scored["wrong"] + scored["unparsed"] == 3
+    predictions = out / "eval" / "arith-test.jsonl"
+    assert len(predictions.read_text().splitlines()) == 3
+    assert {k: scored[k] for k in ("correct", "wrong", "unparsed")} == rescored(predictions, "arith")
     assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(results))
-    assert len((out / "eval" / "arith-test.jsonl").read_text().splitlines()) == 3
     assert (out / "checkpoints" / "step-3" / "adapter_model.safetensors").is_file()
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6]
 
-    # the saved adapter, loaded into a fresh base, gives the trained model's logits
+    # the saved adapter, loaded into a fresh base, gives the logits of the model as it was when
+    # training ended (recorded by logits_when_saved as the final adapter was saved)
     from lladapt.adapt import AdaptedModel
     from lladapt.config import ModelSection
     from lladapt.models import load_model
 
+    trained = logits_when_saved.by_folder["adapter"]
     fresh = load_model(ModelSection(source=str(stories260k)))
-    reloaded = AdaptedModel.from_pretrained(fresh.model, fresh.layout, out / "adapter")
+    reloaded = AdaptedModel.from_pretrained(fresh.model, fresh.layout, out / "adapter").eval()
     base = load_model(ModelSection(source=str(stories260k))).model
-    ids = torch.tensor([[1, 20, 30, 40]])
+    ids = logits_when_saved.ids
     with torch.no_grad():
-        assert not torch.allclose(reloaded(input_ids=ids).logits, base(input_ids=ids).logits)
+        torch.testing.assert_close(reloaded(input_ids=ids).logits, trained, rtol=0, atol=1e-6)
+        assert not torch.allclose(trained, base(input_ids=ids).logits, atol=1e-4)  # training changed it
 
 
 def test_run_refuses_an_output_dir_holding_files(stories260k, tmp_path):

@@ -17,9 +17,9 @@ from adapters_support import (  # noqa: F401  (one_torch_thread: an autouse fixt
     tiny_adapted,
 )
 
-from lladapt import AdapterError, testing
+from lladapt import AdapterError, get_registry, testing
 from lladapt.adapt import AdaptedModel, attach, build_adapter
-from lladapt.adapter_files import CONFIG_FILE, WEIGHTS_FILE, read_folder
+from lladapt.adapter_files import CONFIG_FILE, WEIGHTS_FILE, read_folder, to_peft_keys
 from lladapt.paper_checkpoints import load_paper_checkpoint
 
 CASES = [
@@ -173,6 +173,13 @@ def _paper_folder(tmp_path, config: dict, state: dict) -> None:
     torch.save(state, tmp_path / "adapter_model.bin")
 
 
+def _refused(folder, match: str, family: str = "llama") -> None:
+    """Loading the paper checkpoint in ``folder`` into a tiny ``family`` model fails with ``match``."""
+    model = testing.tiny_model(family)
+    with pytest.raises(AdapterError, match=match):
+        load_paper_checkpoint(model, layout_of(model), folder)
+
+
 def test_paper_bottleneck_checkpoint_imports(tmp_path):
     """AdapterH as the paper's code wrote it: gate/up in mh_adapter mode, down in output mode."""
     gen = torch.Generator().manual_seed(3)
@@ -256,15 +263,36 @@ class _NotATensor:
 
 def test_paper_checkpoints_never_unpickle_code(tmp_path):
     _paper_folder(tmp_path, {"peft_type": "LORA", "r": 8}, {"x": _NotATensor()})
-    model = testing.tiny_model("llama")
-    with pytest.raises(AdapterError, match="is not a plain tensor state dict"):
-        load_paper_checkpoint(model, layout_of(model), tmp_path)
+    _refused(tmp_path, "is not a plain tensor state dict")
 
 
 def test_paper_merged_qkv_lora_is_refused(tmp_path):
     key = "base_model.model.transformer.h.0.self_attention.query_key_value."
     state = {key + "lora_A.weight": torch.zeros(16, 64), key + "lora_B.weight": torch.zeros(128, 8, 1)}
     _paper_folder(tmp_path, {"peft_type": "LORA", "r": 8, "enable_lora": [True, False, True]}, state)
-    model = testing.tiny_model("bloom")
-    with pytest.raises(AdapterError, match="does not import: enable_lora"):
-        load_paper_checkpoint(model, layout_of(model), tmp_path)
+    _refused(tmp_path, "does not import: enable_lora", "bloom")
+
+
+def test_keys_without_peft_prefix_are_refused_naming_the_file(tmp_path):
+    state = {"model.layers.0.mlp.down_proj.adapter_down.weight": torch.zeros(8, 64)}
+    _paper_folder(tmp_path, {"peft_type": "BOTTLENECK", "bottleneck_size": 8}, state)
+    _refused(tmp_path, r"adapter_model.bin': keys without the 'base_model.model.' "
+             r"prefix: model.layers.0.mlp.down_proj.adapter_down.weight$")
+    lora = get_registry("adapter").get("lora")
+    with pytest.raises(AdapterError, match="^a PEFT LoRA file: keys without the 'base_model.model.' prefix: x$"):
+        lora.from_peft({}, {"x": torch.zeros(1)})
+    state = {"a.lora_A.weight": torch.zeros(1)}
+    assert list(to_peft_keys(state)) == ["base_model.model.a.lora_A.weight"]
+    assert lora.from_peft({}, to_peft_keys(state)) == state
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    (None, r"adapter_config.json' is missing: it says which adapter the checkpoint holds"),
+    ("{", r"adapter_config.json' is not valid JSON: Expecting property name"),
+    ("[1]", r"adapter_config.json' must hold a JSON object"),
+])
+def test_a_paper_checkpoint_needs_a_readable_adapter_config(tmp_path, text, message):
+    torch.save({"base_model.model.x": torch.zeros(1)}, tmp_path / "adapter_model.bin")
+    if text is not None:
+        (tmp_path / "adapter_config.json").write_text(text)
+    _refused(tmp_path, message)

@@ -23,7 +23,7 @@ from lladapt.evaluation.store import PredictionStore
 
 if TYPE_CHECKING:  # pragma: no cover
     from lladapt.config import RunConfig
-    from lladapt.data import EvalSet
+    from lladapt.data import LoadedSet
 
 EVAL_DIR = "eval"
 
@@ -40,7 +40,7 @@ def evaluation_for(config: RunConfig, max_new_tokens: int) -> Evaluation:
     return Evaluation(decoding, scoring=section.scoring, length_normalize=section.length_normalize)
 
 
-def entries_for(config: RunConfig, sets: list[EvalSet]) -> list[Entry]:
+def entries_for(config: RunConfig, sets: list[LoadedSet]) -> list[Entry]:
     from lladapt.data import make_parser
 
     labels = entry_labels([(s.name, s.split) for s in sets])
@@ -51,7 +51,7 @@ def entries_for(config: RunConfig, sets: list[EvalSet]) -> list[Entry]:
     ]
 
 
-def check_entries(config: RunConfig, sets: list[EvalSet]) -> None:
+def check_entries(config: RunConfig, sets: list[LoadedSet]) -> None:
     """Fail before anything is loaded or written: ``loglik`` needs every item's choices."""
     from lladapt.errors import ConfigError, ErrorItem
 
@@ -86,7 +86,7 @@ def evaluate_all(
     model: Any,
     tokenizer: Any,
     config: RunConfig,
-    sets: list[EvalSet],
+    sets: list[LoadedSet],
     out: Path,
     *,
     echo: Callable[[str], None] = lambda _: None,

@@ -12,6 +12,7 @@ from torch import nn
 
 from lladapt import Adapter, AdapterError, ComponentConfig, Layout, Site, hf_compat
 from lladapt.adapt import site_for_path
+from lladapt.adapter_files import from_peft_keys, to_peft_keys
 from lladapt.plugins.adapters.linear_hooks import (
     HostedBranch,
     install_branch,
@@ -21,8 +22,6 @@ from lladapt.plugins.adapters.linear_hooks import (
 
 __all__ = ["LoraAdapter", "LoraBranch", "LoraConfig"]
 
-#: PEFT's prefix of every key in an adapter file (``PeftModel.base_model.model``).
-PEFT_PREFIX = "base_model.model."
 
 
 class LoraConfig(ComponentConfig):
@@ -176,7 +175,7 @@ class LoraAdapter(Adapter):
             "use_dora": False,
             "modules_to_save": None,
         }
-        return peft_config, {PEFT_PREFIX + key: value for key, value in state.items()}
+        return peft_config, to_peft_keys(state)
 
     @classmethod
     def from_peft(
@@ -184,12 +183,7 @@ class LoraAdapter(Adapter):
     ) -> dict[str, torch.Tensor]:
         """PEFT's keys back to module paths (``base_model.model.`` off; PEFT < 0.5 files and the
         paper's code use the same keys)."""
-        state = {}
-        for key, value in tensors.items():
-            if not key.startswith(PEFT_PREFIX):
-                raise AdapterError(f"unexpected key '{key}' in a PEFT LoRA file")
-            state[key[len(PEFT_PREFIX):]] = value
-        return state
+        return from_peft_keys(tensors, "a PEFT LoRA file")
 
     @classmethod
     def sites_from_peft(

@@ -71,27 +71,38 @@ class ModulesPlacement(LayerPlacement):
     config: ModulesConfig
 
     def resolve(self, layout: Layout, adapter: Adapter) -> list[Site]:
+        """Every target's module and mode in every selected layer; one PlacementError lists every
+        problem (unknown roles, modes the adapter lacks, conflicting modes, layers out of range)."""
         self.check_module_adapter(adapter)
-        targets = []
+        problems: list[str] = []
+        chosen: dict[str, tuple[str, str | None, str, str]] = {}
         for target in self.config.modules:
-            rel, role = resolve_target(layout, target.name)
+            try:
+                rel, role = resolve_target(layout, target.name)
+            except PlacementError as exc:
+                problems.append(str(exc))
+                continue
             mode = target.mode or adapter.default_mode(role)
             if mode not in adapter.modes:
-                raise PlacementError(
+                problems.append(
                     f"placement.modules: adapter '{adapter.name}' has no mode '{mode}' (target "
                     f"'{target.name}'); its modes: {', '.join(sorted(adapter.modes))}"
                 )
-            targets.append((rel, role, mode, target.name))
-        chosen: dict[str, tuple[str, str | None, str, str]] = {}
-        for rel, role, mode, name in targets:
-            seen = chosen.setdefault(rel, (rel, role, mode, name))
+                continue
+            seen = chosen.setdefault(rel, (rel, role, mode, target.name))
             if seen[2] != mode:
-                raise PlacementError(
+                problems.append(
                     f"placement.modules: '{rel}' is targeted twice with different modes "
-                    f"('{seen[3]}': {seen[2]}, '{name}': {mode}); one adapter per module"
+                    f"('{seen[3]}': {seen[2]}, '{target.name}': {mode}); one adapter per module"
                 )
+        try:
+            layers = self.layer_indices(layout)
+        except PlacementError as exc:
+            problems.append(str(exc))
+        if problems:
+            raise PlacementError("\n  ".join(problems))
         return [
             Site(path=f"{layout.layer_path(i)}.{rel}", layer=i, role=role, mode=mode)  # type: ignore[arg-type]
-            for i in self.layer_indices(layout)
+            for i in layers
             for rel, role, mode, _ in chosen.values()
         ]
