@@ -43,17 +43,43 @@ def as_config(config: str | Path | Mapping[str, Any] | RunConfig, overrides: Ite
     return load_config(config, overrides)
 
 
-def build(config: RunConfig) -> Built:
-    """Load the base model and tokenizer, attach the configured adapter (base frozen)."""
+def build(config: RunConfig, adapter_dir: str | Path | None = None) -> Built:
+    """Load the base model and tokenizer, attach the configured adapter (base frozen); with
+    ``adapter_dir`` (else ``adapter.path``), load the adapter saved there (lladapt's or PEFT's)."""
     from lladapt.models import load_model
 
     loaded = load_model(config.model)
     model = loaded.model
-    if config.adapter is not None:
+    adapter_dir = adapter_dir or (config.adapter.path if config.adapter is not None else None)
+    if adapter_dir is not None:
+        from lladapt.adapter_files import load_adapter
+
+        model = load_adapter(model, loaded.layout, _adapter_folder(adapter_dir))
+    elif config.adapter is not None:
         from lladapt.adapt import attach_from_config
 
         model = attach_from_config(model, loaded.layout, config.adapter, config.placement)
     return Built(loaded, model)
+
+
+def _adapter_folder(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_dir():
+        raise LladaptError(f"adapter folder '{path}' does not exist (--adapter / adapter.path)")
+    return path
+
+
+def _check_adapter_is_trained(config: RunConfig, adapter_dir: str | Path | None, training: bool) -> None:
+    """Evaluating an adapter means evaluating trained weights, unless the user asks otherwise."""
+    if (config.adapter is None or training or adapter_dir is not None or config.adapter.path is not None
+            or config.eval.untrained_adapter or not config.eval.datasets):
+        return
+    raise LladaptError(
+        f"adapter '{config.adapter.name}' would be evaluated with its initial (untrained) weights: "
+        "pass --adapter DIR (or set adapter.path) to evaluate a trained adapter, set data.train to "
+        "train one first, or set eval.untrained_adapter=true (lladapt eval --untrained-adapter) to "
+        "evaluate it untrained on purpose"
+    )
 
 
 def _check_output_dir(path: Path, overwrite: bool) -> None:
@@ -110,6 +136,7 @@ def run(
     import warnings
 
     from lladapt.data import get_template, load_run_data
+    from lladapt.evaluation.suite import EVAL_BEFORE_DIR, check_entries, evaluate_all
     from lladapt.overlap import DataOverlapWarning, check_overlap
     from lladapt.plugin_manager import get_registry
     from lladapt.tokenization import encode_for_training
@@ -132,6 +159,8 @@ def run(
     template = get_template(config.data.template)
     if examples and config.adapter is None:
         raise LladaptError("data.train is set but no adapter is configured: set adapter.name")
+    _check_adapter_is_trained(config, None, bool(examples))
+    check_entries(config, evals)
 
     out = Path(config.output_dir)
     if resume:
@@ -165,7 +194,8 @@ def run(
             "trainable_parameters": built.model.num_parameters(trainable_only=True),
         }
     if encoded and config.eval.before_training:
-        results["eval_before"] = _evaluate(config, built.model, tokenizer, template, evals, out / "eval-before", echo)
+        results["eval_before"] = evaluate_all(built.model, tokenizer, config, evals, out, echo=echo,
+                                              fresh=True, eval_dir=EVAL_BEFORE_DIR)
     if encoded:
         lr = config.train.learning_rate or adapter_cls.default_learning_rate
         echo(f"training on {len(encoded)} examples" + (f" ({len(val_encoded)} held out)" if val_encoded else "") + f", lr {lr}")
@@ -186,28 +216,60 @@ def run(
             "best_step": trained.best_step, "resumed_from": trained.resumed_from,
         }
         echo(train_summary(results, trained, out / ADAPTER_DIR))
-    results["eval"] = _evaluate(config, built.model, tokenizer, template, evals, out / "eval", echo)
+    results["eval"] = evaluate_all(built.model, tokenizer, config, evals, out, echo=echo, fresh=True)
     if results["eval"]:
         echo(accuracy_table(results))
     _write_json(out / RESULTS_FILE, results)
     return results
 
 
-def _evaluate(config: RunConfig, model: Any, tokenizer: Any, template: Any, evals: list[Any], out: Path,
-              echo: Echo) -> list[dict[str, Any]]:
-    """Evaluate on each eval set; predictions into ``out``; the summaries."""
-    from lladapt.data import make_parser
-    from lladapt.evaluation import evaluate_dataset, write_predictions
+def evaluate(
+    config: str | Path | Mapping[str, Any] | RunConfig,
+    overrides: Iterable[str] = (),
+    *,
+    adapter: str | Path | None = None,
+    echo: Echo = _stderr,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Evaluate a base model, or a base with a saved adapter (``adapter``, else ``adapter.path``),
+    on ``eval.datasets`` without training; predictions go to ``<output_dir>/eval/`` and are
+    resumed from there (finished items are not recomputed). Writes and returns ``results.json``
+    (a training summary already in it is kept)."""
+    from lladapt.data import eval_sets
+    from lladapt.evaluation.suite import check_entries, evaluate_all
 
-    summaries = []
-    for item in evals:
-        parser = make_parser(item.dataset, config.eval.parser)
-        echo(f"evaluating {item.name} ({item.split}): {len(item.examples)} examples")
-        scored = evaluate_dataset(
-            model, tokenizer, template, item.name, item.examples, parser,
-            max_new_tokens=config.eval.max_new_tokens or item.dataset.max_new_tokens,
-            batch_size=config.eval.batch_size, num_beams=config.eval.num_beams,
-        )
-        write_predictions(out / f"{item.name}-{item.split}.jsonl", scored)
-        summaries.append(scored.summary())
-    return summaries
+    config = as_config(config, overrides)
+    if not config.eval.datasets:
+        raise LladaptError("nothing to evaluate: set eval.datasets")
+    _check_adapter_is_trained(config, adapter, False)
+    evals = eval_sets(config)
+    check_entries(config, evals)
+    out = Path(config.output_dir)
+    if out.exists() and not out.is_dir():
+        raise LladaptError(f"output_dir '{out}' exists and is not a folder")
+    echo(f"loading {config.model.source}")
+    from transformers import set_seed
+
+    set_seed(config.train.seed)  # an untrained adapter's initial weights
+    built = build(config, adapter)
+    out.mkdir(parents=True, exist_ok=True)
+    results_path = out / RESULTS_FILE
+    try:
+        results = json.loads(results_path.read_text(encoding="utf-8")) if results_path.is_file() else {}
+    except json.JSONDecodeError:
+        results = {}
+    results.update({"model": config.model.source, "adapter": _adapter_summary(built.model, adapter or (
+        config.adapter.path if config.adapter else None))})
+    results.setdefault("train", None)
+    results["eval"] = evaluate_all(built.model, built.loaded.tokenizer, config, evals, out,
+                                   echo=echo, progress=progress)
+    _write_json(results_path, results)
+    return results
+
+
+def _adapter_summary(model: Any, path: str | Path | None) -> dict[str, Any] | None:
+    adapter = getattr(model, "adapter", None)
+    if adapter is None:
+        return None
+    return {"name": adapter.name, "path": str(path) if path else None,
+            "trainable_parameters": model.num_parameters(trainable_only=True)}

@@ -31,6 +31,7 @@ from lladapt.interfaces import ComponentConfig
 from lladapt.registry import did_you_mean
 
 __all__ = [
+    "AdapterSection",
     "ComponentSection",
     "DataSection",
     "DatasetRef",
@@ -206,6 +207,27 @@ class EvalSection(Section):
     limit: PositiveInt | None = None
     #: also evaluate the untrained model first (results.json ``eval_before``): before and after.
     before_training: bool = False
+    #: ``fast``: length-sorted batches, KV cache, adapter merged where it can be; ``paper``: the
+    #: paper code's protocol (one item at a time, beam search 4, no cache; ignores batch_size and
+    #: num_beams). See docs/evaluation.md.
+    protocol: Literal["fast", "paper"] = "fast"
+    #: strings that end a response (e.g. ``"### Instruction:"``); off by default (the paper's).
+    stop: list[str] = Field(default_factory=list)
+    #: ``generate`` and parse, or ``loglik``: pick the most likely answer choice (multiple-choice
+    #: datasets only).
+    scoring: Literal["generate", "loglik"] = "generate"
+    #: ``loglik``: compare choices by log-likelihood per continuation token.
+    length_normalize: bool = False
+    #: fold the adapter into the weights while evaluating, where it can be (LoRA).
+    merge_adapter: bool = True
+    #: evaluate a configured adapter that was neither trained in this run nor loaded from
+    #: ``adapter.path`` / ``--adapter`` (its initial weights).
+    untrained_adapter: bool = False
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stop_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
 
     @field_validator("datasets", mode="before")
     @classmethod
@@ -213,11 +235,19 @@ class EvalSection(Section):
         return [value] if isinstance(value, (str, dict)) else value
 
 
+class AdapterSection(ComponentSection):
+    """The adapter: ``name`` plus its fields, and optionally ``path``, a saved adapter folder
+    (lladapt's or PEFT's) to load instead of initialising one."""
+
+    path: Path | None = None
+    _own_keys: typing.ClassVar[frozenset[str]] = frozenset({"name", "path"})
+
+
 class RunConfig(Section):
     """A whole run: ``lladapt run CONFIG``. Only ``model`` is required."""
 
     model: ModelSection
-    adapter: ComponentSection | None = None
+    adapter: AdapterSection | None = None
     #: default: the adapter's own default placement.
     placement: ComponentSection | None = None
     data: DataSection = Field(default_factory=DataSection)
@@ -463,7 +493,8 @@ def resolve_components(data: Mapping[str, Any], config: RunConfig | None) -> lis
     errors: list[ErrorItem] = []
     for key, kind in (("adapter", "adapter"), ("placement", "placement")):
         if data.get(key) is not None:
-            errors += _check_component(kind, key, data[key], getattr(config, key, None))
+            own = AdapterSection._own_keys if key == "adapter" else frozenset({"name"})
+            errors += _check_component(kind, key, data[key], getattr(config, key, None), own)
     ref_keys = frozenset({"name", "split", "limit"})
     for section, key in (("data", "train"), ("eval", "datasets")):
         raw_section = data.get(section) if isinstance(data.get(section), Mapping) else {}

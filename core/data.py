@@ -294,11 +294,17 @@ def load_run_data(config: RunConfig, *, with_eval: bool = True) -> RunData:
     data_dir = config.data.data_dir
     return RunData(
         train=[load_set(ref, data_dir=data_dir, purpose="train") for ref in config.data.train],
-        eval=[
-            load_set(ref, config.eval.split, data_dir=data_dir, limit=config.eval.limit, purpose="eval")
-            for ref in config.eval.datasets
-        ] if with_eval else [],
+        eval=eval_sets(config) if with_eval else [],
     )
+
+
+def eval_sets(config: RunConfig) -> list[LoadedSet]:
+    """A run's evaluation sets alone (``lladapt eval`` reads no training data)."""
+    return [
+        load_set(ref, config.eval.split, data_dir=config.data.data_dir, limit=config.eval.limit,
+                 purpose="eval")
+        for ref in config.eval.datasets
+    ]
 
 
 # --------------------------------------------------------------------------- parsers, templates

@@ -271,8 +271,22 @@ class Dataset(Component):
     #: new tokens to generate when evaluating (paper: math 256, commonsense 32).
     max_new_tokens: ClassVar[int] = 256
 
+    #: how an answer choice reads as the continuation of the evaluation prompt (log-likelihood
+    #: scoring); the paper's training data answers "the correct answer is solution1".
+    choice_template: ClassVar[str] = "the correct answer is {choice}"
+
     def load(self, split: str) -> list[Example]:
         raise NotImplementedError
+
+    def choices(self, example: Example) -> Mapping[str, str] | None:
+        """For ``eval.scoring: loglik``: each answer choice of ``example`` (as the parser reads
+        it, e.g. ``solution1``) -> the continuation text whose likelihood stands for it. None:
+        not a multiple-choice item. Default: the ``choices`` of :attr:`parser_options`, each
+        through :attr:`choice_template`. Override for per-item choice texts."""
+        words = dict(getattr(self, "parser_options", {}) or {}).get("choices")
+        if not words:
+            return None
+        return {str(w): self.choice_template.format(choice=w) for w in words}
 
 
 class AnswerParser(Component):

@@ -179,7 +179,8 @@ def test_documented_eval_file_is_the_one_a_run_writes(stories260k, tmp_path):
          "eval": {"datasets": [{"name": "arith", "split": "test"}], "limit": 1, "max_new_tokens": 1}},
         echo=lambda _: None)
     expected = pattern.replace("<name>", "arith").replace("<split>", "test")
-    assert sorted(str(p.relative_to(out)) for p in (out / "eval").iterdir()) == [expected]
+    settings = expected.replace(".jsonl", ".settings.json")  # what resuming checks against
+    assert sorted(str(p.relative_to(out)) for p in (out / "eval").iterdir()) == [expected, settings]
 
 
 def test_readme_says_how_builtins_and_third_party_plugins_are_found():

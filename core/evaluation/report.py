@@ -1,0 +1,229 @@
+"""``lladapt report``: one table over run folders like the paper's (rows: model and adapter;
+columns: datasets, then the average; trainable parameters; unparsed answers) as Markdown and CSV,
+and PNG charts: accuracy per dataset per run, training and validation loss per step.
+
+Reads each run's ``results.json`` and ``metrics.jsonl`` (or the older ``train_log.jsonl``);
+charts need matplotlib (the ``report`` extra)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lladapt.errors import LladaptError
+
+METRICS_FILES = ("metrics.jsonl", "train_log.jsonl")
+MATPLOTLIB_MISSING = (
+    "lladapt report draws its charts with matplotlib, which is not installed: "
+    "pip install 'lladapt[report]' (or pass --no-charts for the tables only)"
+)
+
+
+@dataclass
+class RunSummary:
+    """What the report shows of one run folder."""
+
+    name: str
+    model: str
+    adapter: str
+    trainable: int | None
+    #: entry label -> (accuracy, unparsed, total)
+    scores: dict[str, tuple[float, int, int]]
+    notes: list[str] = field(default_factory=list)
+    #: (step, loss) and (step, val_loss) points
+    loss: list[tuple[int, float]] = field(default_factory=list)
+    val_loss: list[tuple[int, float]] = field(default_factory=list)
+
+    @property
+    def average(self) -> float | None:
+        return sum(a for a, _, _ in self.scores.values()) / len(self.scores) if self.scores else None
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise LladaptError(f"'{path.parent}' is not a run folder: it has no {path.name}") from None
+    except json.JSONDecodeError as exc:
+        raise LladaptError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+
+
+def _metrics(run: Path) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+    path = next((run / n for n in METRICS_FILES if (run / n).is_file()), None)
+    loss: list[tuple[int, float]] = []
+    val: list[tuple[int, float]] = []
+    if path is None:
+        return loss, val
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            raise LladaptError(f"{path}, line {number}: not JSON") from None
+        step = record.get("step")
+        if not isinstance(step, int):
+            continue
+        if isinstance(record.get("loss"), (int, float)):
+            loss.append((step, float(record["loss"])))
+        if isinstance(record.get("val_loss"), (int, float)):
+            val.append((step, float(record["val_loss"])))
+    return loss, val
+
+
+def read_run(run: Path) -> RunSummary:
+    results = _read_json(Path(run) / "results.json")
+    if not isinstance(results, dict) or not isinstance(results.get("eval", []), list):
+        raise LladaptError(f"{run}/results.json: not a results file (no 'eval' list)")
+    adapter = results.get("adapter") or {}
+    scores, notes = {}, []
+    for entry in results.get("eval") or []:
+        label = entry.get("label") or entry["dataset"]
+        scores[label] = (float(entry["accuracy"]), int(entry.get("unparsed", 0)), int(entry.get("total", 0)))
+        if entry.get("stop"):
+            notes.append(f"{label}: stop strings {entry['stop']}")
+        if entry.get("protocol", "fast") != "fast":
+            notes.append(f"{label}: protocol {entry['protocol']}")
+        if entry.get("scoring", "generate") != "generate":
+            notes.append(f"{label}: scoring {entry['scoring']}")
+    loss, val = _metrics(Path(run))
+    model = str(results.get("model") or "?")
+    return RunSummary(
+        name=Path(run).resolve().name, model=Path(model).name if "/" in model else model,
+        adapter=adapter.get("name") or "-", trainable=adapter.get("trainable_parameters"),
+        scores=scores, notes=notes, loss=loss, val_loss=val,
+    )
+
+
+def columns(runs: Sequence[RunSummary]) -> list[str]:
+    """Entry labels in first-seen order over the runs."""
+    out: list[str] = []
+    for run in runs:
+        out += [label for label in run.scores if label not in out]
+    return out
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def table_rows(runs: Sequence[RunSummary]) -> tuple[list[str], list[list[str]]]:
+    labels = columns(runs)
+    header = ["run", "model", "adapter", "trainable params", *labels, "Avg", "unparsed"]
+    rows = []
+    for run in runs:
+        cells = [_pct(run.scores[label][0]) if label in run.scores else "-" for label in labels]
+        unparsed = sum(u for _, u, _ in run.scores.values())
+        total = sum(t for _, _, t in run.scores.values())
+        rows.append([run.name, run.model, run.adapter,
+                     f"{run.trainable:,}" if run.trainable is not None else "-",
+                     *cells, _pct(run.average), f"{unparsed}/{total}"])
+    return header, rows
+
+
+def markdown(runs: Sequence[RunSummary]) -> str:
+    header, rows = table_rows(runs)
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(
+        "---" if i < 3 else "---:" for i in range(len(header))) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    text = "Accuracy (%) per evaluation entry; Avg is their mean; unparsed = answers the parser " \
+           "could not read / items.\n\n" + "\n".join(lines) + "\n"
+    notes = [f"- {run.name}: {note}" for run in runs for note in run.notes]
+    if notes:
+        text += "\nNotes:\n\n" + "\n".join(notes) + "\n"
+    return text
+
+
+def csv_text(runs: Sequence[RunSummary]) -> str:
+    labels = columns(runs)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["run", "model", "adapter", "trainable_parameters", *labels, "average",
+                     *[f"{label} unparsed" for label in labels]])
+    for run in runs:
+        writer.writerow([
+            run.name, run.model, run.adapter, run.trainable if run.trainable is not None else "",
+            *[f"{run.scores[label][0]:.6f}" if label in run.scores else "" for label in labels],
+            f"{run.average:.6f}" if run.average is not None else "",
+            *[run.scores[label][1] if label in run.scores else "" for label in labels],
+        ])
+    return buffer.getvalue()
+
+
+def _figure(width: float, height: float) -> Any:
+    try:
+        from matplotlib.figure import Figure  # the Agg canvas: no display, no pyplot state
+    except ImportError:
+        raise LladaptError(MATPLOTLIB_MISSING) from None
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def accuracy_chart(runs: Sequence[RunSummary], path: Path) -> None:
+    """Grouped bars: one group per dataset entry (and the average), one bar per run."""
+    labels = [*columns(runs), "Avg"]
+    fig = _figure(max(6.0, 1.2 * len(labels) * max(1, len(runs)) / 2 + 2), 4.5)
+    ax = fig.add_subplot()
+    width = 0.8 / max(1, len(runs))
+    for k, run in enumerate(runs):
+        # an entry a run did not evaluate gets no bar (not a bar at 0).
+        values = [100 * run.scores[label][0] if label in run.scores else None for label in labels[:-1]]
+        values.append(100 * run.average if run.average is not None else None)
+        xs = [i + (k - (len(runs) - 1) / 2) * width for i in range(len(labels))]
+        shown = [(x, v) for x, v in zip(xs, values, strict=True) if v is not None]
+        bars = ax.bar([x for x, _ in shown], [v for _, v in shown], width,
+                      label=f"{run.name} ({run.model}, {run.adapter})", color=f"C{k}")
+        ax.bar_label(bars, labels=[f"{v:.1f}" for _, v in shown], fontsize=8)
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 105)
+    ax.set_title("Accuracy per dataset")
+    ax.legend(fontsize=8)
+    fig.savefig(path)
+
+
+def loss_chart(runs: Sequence[RunSummary], path: Path) -> bool:
+    """Training loss (lines) and validation loss (dashed, markers) per step; False when no run
+    has any."""
+    if not any(run.loss or run.val_loss for run in runs):
+        return False
+    fig = _figure(7.0, 4.5)
+    ax = fig.add_subplot()
+    for k, run in enumerate(runs):
+        color = f"C{k}"
+        if run.loss:
+            ax.plot(*zip(*run.loss, strict=True), color=color, label=f"{run.name} train")
+        if run.val_loss:
+            ax.plot(*zip(*run.val_loss, strict=True), color=color, linestyle="--", marker="o",
+                    label=f"{run.name} validation")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    ax.set_title("Training and validation loss")
+    ax.legend(fontsize=8)
+    fig.savefig(path)
+    return True
+
+
+def write_report(run_dirs: Sequence[Path], out: Path, *, charts: bool = True) -> list[Path]:
+    """Write ``report.md``, ``report.csv`` and (with ``charts``) ``accuracy.png`` and
+    ``loss.png`` into ``out``; returns the files written. Every run folder is read (and
+    matplotlib found) before anything is written."""
+    if not run_dirs:
+        raise LladaptError("give at least one run folder")
+    runs = [read_run(Path(d)) for d in run_dirs]
+    if charts:
+        _figure(1, 1)  # fail now, not after the tables, when matplotlib is missing
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "report.md", out / "report.csv"]
+    written[0].write_text(markdown(runs), encoding="utf-8")
+    written[1].write_text(csv_text(runs), encoding="utf-8")
+    if charts:
+        accuracy_chart(runs, out / "accuracy.png")
+        written.append(out / "accuracy.png")
+        if loss_chart(runs, out / "loss.png"):
+            written.append(out / "loss.png")
+    return written

@@ -1,0 +1,197 @@
+"""Evaluating one dataset entry: prompts -> (resume) -> length-sorted batches -> generation or
+log-likelihood -> predictions appended as batches finish -> score. And the settings that make
+two evaluations comparable (what a resumed run must share with the interrupted one)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from lladapt.errors import ConfigError, ErrorItem
+from lladapt.evaluation.batching import length_sorted_batches
+from lladapt.evaluation.generation import Decoding, generate_batch
+from lladapt.evaluation.loglik import continuation_logliks, pick
+from lladapt.evaluation.progress import NoProgress, Progress
+from lladapt.evaluation.scoring import Prediction, Score, judge
+from lladapt.evaluation.store import PredictionStore, prompt_hash
+from lladapt.interfaces import AnswerParser, Dataset, Example, PromptTemplate
+
+if TYPE_CHECKING:  # pragma: no cover
+    from transformers import PreTrainedTokenizerBase
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """How to evaluate: decoding for ``generate``, or ``loglik`` scoring of choices."""
+
+    decoding: Decoding
+    scoring: Literal["generate", "loglik"] = "generate"
+    #: loglik: divide each choice's log-likelihood by its number of tokens.
+    length_normalize: bool = False
+
+    def answer_settings(self) -> dict[str, Any]:
+        if self.scoring == "loglik":
+            return {"scoring": "loglik", "length_normalize": self.length_normalize}
+        return {"scoring": "generate", **self.decoding.answer_settings()}
+
+
+@dataclass
+class Entry:
+    """One evaluation entry: a dataset's split, told apart from others by ``label``."""
+
+    label: str
+    name: str
+    split: str
+    dataset: Dataset
+    examples: Sequence[Example]
+    parser: AnswerParser
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+def entry_labels(keys: Sequence[tuple[str, str]]) -> list[str]:
+    """``<name>-<split>`` for each entry; a repeated pair gets ``-2``, ``-3``... in order, so that
+    two entries of one dataset and split (two ``json`` files, two ``arith`` seeds) never share a
+    predictions file."""
+    seen: dict[tuple[str, str], int] = {}
+    labels = []
+    for name, split in keys:
+        seen[(name, split)] = seen.get((name, split), 0) + 1
+        n = seen[(name, split)]
+        labels.append(f"{name}-{split}" + (f"-{n}" if n > 1 else ""))
+    return labels
+
+
+def adapter_identity(model: Any) -> dict[str, Any] | None:
+    """The adapter's name, config, sites and a hash of its tensors (None: no adapter): two
+    evaluations with different adapter weights never share predictions."""
+    describe = getattr(model, "describe", None)
+    tensors = getattr(model, "adapter_state_dict", None)
+    if describe is None or tensors is None:
+        return None
+    digest = hashlib.sha256()
+    for name, tensor in sorted(tensors().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return {**describe(), "weights_sha256": digest.hexdigest()}
+
+
+@contextlib.contextmanager
+def prepared(model: Any, merge: bool) -> Iterator[bool]:
+    """The model in eval mode (dropout off) and, with ``merge``, its adapter folded into the
+    weights when the adapter can be (LoRA): no extra compute per token. Both are undone on exit.
+    Yields whether the adapter was merged."""
+    was_training = model.training
+    model.eval()
+    can_merge = (
+        merge and hasattr(model, "merge") and not getattr(model, "merged", True)
+        and callable(getattr(getattr(model, "adapter", None), "merge", None))
+    )
+    if can_merge:
+        model.merge(keep_original=True)
+    try:
+        yield can_merge
+    finally:
+        if can_merge:
+            model.unmerge()
+        model.train(was_training)
+
+
+def _choices(entry: Entry, example: Example, index: int) -> list[tuple[str, str]]:
+    choices = entry.dataset.choices(example)
+    if not choices:  # lladapt.evaluation.suite.check_entries reports this before any work
+        raise ConfigError([ErrorItem(
+            "eval.scoring", f"dataset '{entry.name}' supplies no answer choices (item {index})")])
+    return list(choices.items())
+
+
+def _generate_records(
+    model: Any, tokenizer: PreTrainedTokenizerBase, template: PromptTemplate, entry: Entry,
+    prompts: Sequence[str], batch: Sequence[int], decoding: Decoding,
+) -> list[dict[str, Any]]:
+    generated = generate_batch(model, tokenizer, [prompts[i] for i in batch], decoding)
+    return [
+        {"index": i, "response": template.extract_response(prompts[i] + g.text), "generated_tokens": g.tokens}
+        for i, g in zip(batch, generated, strict=True)
+    ]
+
+
+def _loglik_records(
+    model: Any, tokenizer: PreTrainedTokenizerBase, entry: Entry, prompts: Sequence[str],
+    batch: Sequence[int], evaluation: Evaluation,
+) -> list[dict[str, Any]]:
+    choices = {i: _choices(entry, entry.examples[i], i) for i in batch}
+    pairs = [(prompts[i], text) for i in batch for _, text in choices[i]]
+    scores = continuation_logliks(model, tokenizer, pairs, evaluation.decoding.batch_size)
+    records, at = [], 0
+    for i in batch:
+        n = len(choices[i])
+        mine = scores[at : at + n]
+        at += n
+        best = pick(mine, evaluation.length_normalize)
+        records.append({"index": i, "response": choices[i][best][0], "generated_tokens": 0,
+                        "logliks": [round(s, 6) for s, _ in mine]})
+    return records
+
+
+def evaluate_entry(
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    template: PromptTemplate,
+    entry: Entry,
+    evaluation: Evaluation,
+    *,
+    store: PredictionStore | None = None,
+    progress: Progress | None = None,
+) -> Score:
+    """Evaluate ``entry``; with a ``store``, resume from and append to its predictions file.
+    The caller puts the model in eval mode (:func:`prepared`)."""
+    progress = progress or NoProgress()
+    started = time.perf_counter()
+    examples = entry.examples
+    prompts = [template.eval_prompt(ex) for ex in examples]
+    done = store.load(prompts) if store is not None else {}
+    records: dict[int, dict[str, Any]] = dict(done)
+    pending = [i for i in range(len(examples)) if i not in done]
+    decoding = evaluation.decoding
+    lengths = [len(ids) for ids in tokenizer(prompts)["input_ids"]] if pending else []
+    batches = length_sorted_batches(pending, lengths, decoding.batch_size, sort=decoding.sort_by_length)
+    progress.start(entry.label, len(examples), len(done),
+                   sum(judge(entry.parser, r["response"], examples[i].answer)[1] for i, r in done.items()))
+    try:
+        for batch in batches:
+            if evaluation.scoring == "loglik":
+                new = _loglik_records(model, tokenizer, entry, prompts, batch, evaluation)
+            else:
+                new = _generate_records(model, tokenizer, template, entry, prompts, batch, decoding)
+            correct = 0
+            for record in new:
+                ex = examples[record["index"]]
+                prediction, ok = judge(entry.parser, record["response"], ex.answer)
+                correct += ok
+                record.update(prompt_sha=prompt_hash(prompts[record["index"]]), source=ex.source,
+                              answer=ex.answer, prediction=prediction, correct=ok)
+                records[record["index"]] = record
+            if store is not None:
+                store.append(sorted(new, key=lambda r: r["index"]))
+            progress.advance(len(new), correct)
+    finally:
+        progress.stop()
+        if store is not None:
+            store.close()
+    result = Score(dataset=entry.name, total=len(examples), correct=0, unparsed=0, seconds=0.0,
+                   generated_tokens=0, label=entry.label, split=entry.split,
+                   computed=len(examples) - len(done))
+    for i, ex in enumerate(examples):
+        record = records[i]
+        prediction, ok = judge(entry.parser, record["response"], ex.answer)
+        result.correct += int(ok)
+        result.unparsed += int(prediction is None)
+        result.generated_tokens += int(record.get("generated_tokens", 0))
+        result.predictions.append(Prediction(i, ex.source, ex.answer, record["response"], prediction,
+                                             ok, int(record.get("generated_tokens", 0))))
+    result.seconds = time.perf_counter() - started
+    return result

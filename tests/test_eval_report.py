@@ -1,0 +1,102 @@
+"""`lladapt report` over run folders: the Markdown/CSV table and the PNG charts."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from lladapt.cli import _load_core_commands, cli
+
+
+def _run_folder(path, adapter, scores, losses=(), val=()):
+    path.mkdir(parents=True)
+    results = {
+        "model": "/models/stories260k",
+        "adapter": {"name": adapter, "trainable_parameters": 4480} if adapter else None,
+        "train": None,
+        "eval": [{"dataset": d, "label": label, "split": "test", "accuracy": c / t, "correct": c,
+                  "total": t, "unparsed": u, "wrong": t - c - u, "protocol": "fast", "scoring": "generate",
+                  **({"stop": ["### Instruction:"]} if label == "gsm8k-test" else {})}
+                 for d, label, c, t, u in scores],
+    }
+    (path / "results.json").write_text(json.dumps(results))
+    lines = [{"step": s, "loss": v} for s, v in losses] + [{"step": s, "val_loss": v} for s, v in val]
+    (path / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return path
+
+
+def _invoke(*args):
+    _load_core_commands()
+    return CliRunner().invoke(cli, ["report", *map(str, args)])
+
+
+def test_report_over_two_runs_writes_the_table_and_charts(tmp_path):
+    lora = _run_folder(tmp_path / "lora", "lora", [("addsub", "addsub-test", 30, 40, 2),
+                                                    ("gsm8k", "gsm8k-test", 10, 40, 5)],
+                       losses=[(1, 2.5), (2, 2.1), (3, 1.7), (4, 1.5)], val=[(2, 2.3), (4, 1.9)])
+    base = _run_folder(tmp_path / "base", None, [("addsub", "addsub-test", 10, 40, 9),
+                                                  ("arith", "arith-test-2", 1, 4, 0)])
+    result = _invoke(lora, base, "--out", tmp_path / "rep")
+    assert result.exit_code == 0, result.output
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "| run | model | adapter | trainable params | addsub-test | gsm8k-test | arith-test-2 | Avg | unparsed |" in md
+    assert "| lora | stories260k | lora | 4,480 | 75.0 | 25.0 | - | 50.0 | 7/80 |" in md
+    assert "| base | stories260k | - | - | 25.0 | - | 25.0 | 25.0 | 9/44 |" in md
+    assert "lora: gsm8k-test: stop strings ['### Instruction:']" in md
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "rep" / "report.csv").read_text())))
+    assert [r["run"] for r in rows] == ["lora", "base"]
+    assert rows[0]["addsub-test"] == "0.750000" and rows[0]["average"] == "0.500000"
+    assert rows[0]["gsm8k-test unparsed"] == "5" and rows[1]["gsm8k-test"] == ""
+    for name in ("accuracy.png", "loss.png"):
+        png = (tmp_path / "rep" / name).read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    assert result.output.split() == [str(tmp_path / "rep" / n) for n in
+                                     ("report.md", "report.csv", "accuracy.png", "loss.png")]
+
+
+def test_report_reads_a_folder_written_by_lladapt_eval(stories260k, tmp_path):
+    from lladapt.api import evaluate
+
+    evaluate({"model": str(stories260k), "output_dir": str(tmp_path / "run"),
+              "eval": {"datasets": [{"name": "arith", "test_size": 3}], "max_new_tokens": 4}},
+             echo=lambda _: None)
+    result = _invoke(tmp_path / "run", "--out", tmp_path / "rep", "--no-charts")
+    assert result.exit_code == 0, result.output
+    assert "| run | stories260k | - | - |" in (tmp_path / "rep" / "report.md").read_text()
+    assert not (tmp_path / "rep" / "accuracy.png").exists()
+
+
+def test_report_errors_name_the_folder_and_write_nothing(tmp_path):
+    good = _run_folder(tmp_path / "good", None, [("addsub", "addsub-test", 1, 2, 0)])
+    (tmp_path / "empty").mkdir()
+    result = _invoke(good, tmp_path / "empty", "--out", tmp_path / "rep")
+    assert result.exit_code == 1
+    assert f"'{tmp_path / 'empty'}' is not a run folder: it has no results.json" in result.output
+    assert not (tmp_path / "rep").exists()
+
+
+def test_report_without_matplotlib_says_how_to_install_it(tmp_path, monkeypatch):
+    import sys
+
+    good = _run_folder(tmp_path / "good", None, [("addsub", "addsub-test", 1, 2, 0)])
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    result = _invoke(good, "--out", tmp_path / "rep")
+    assert result.exit_code == 1
+    assert "pip install 'lladapt[report]'" in result.output
+    assert not (tmp_path / "rep").exists()
+
+
+@pytest.mark.parametrize("flag", ["--no-charts"])
+def test_report_tables_need_no_matplotlib(tmp_path, monkeypatch, flag):
+    import sys
+
+    good = _run_folder(tmp_path / "good", None, [("addsub", "addsub-test", 1, 2, 0)])
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    assert _invoke(good, "--out", tmp_path / "rep", flag).exit_code == 0
+    assert (tmp_path / "rep" / "report.csv").is_file()
