@@ -193,7 +193,7 @@ def run(
             "name": config.adapter.name,
             "trainable_parameters": built.model.num_parameters(trainable_only=True),
         }
-    if encoded and config.eval.before_training:
+    if encoded and evaluate and config.eval.before_training:
         results["eval_before"] = evaluate_all(built.model, tokenizer, config, evals, out, echo=echo,
                                               fresh=True, eval_dir=EVAL_BEFORE_DIR)
     if encoded:
@@ -216,7 +216,8 @@ def run(
             "best_step": trained.best_step, "resumed_from": trained.resumed_from,
         }
         echo(train_summary(results, trained, out / ADAPTER_DIR))
-    results["eval"] = evaluate_all(built.model, tokenizer, config, evals, out, echo=echo, fresh=True)
+    if evaluate:
+        results["eval"] = evaluate_all(built.model, tokenizer, config, evals, out, echo=echo, fresh=True)
     if results["eval"]:
         echo(accuracy_table(results))
     _write_json(out / RESULTS_FILE, results)

@@ -179,7 +179,7 @@ def test_before_and_after_accuracy_and_the_summary(stories260k, tmp_path):
     header, row = messages[-1].splitlines()
     assert header.split() == ["dataset", "before", "training", "after", "training"]
     before, after = results["eval_before"][0], results["eval"][0]
-    assert row.split() == ["arith", f"{100 * before['accuracy']:.1f}%", f"({before['correct']}/3)",
+    assert row.split() == ["arith-test", f"{100 * before['accuracy']:.1f}%", f"({before['correct']}/3)",
                            f"{100 * after['accuracy']:.1f}%", f"({after['correct']}/3)"]
 
 

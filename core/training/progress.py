@@ -124,14 +124,21 @@ def _accuracy(summary: dict[str, Any]) -> str:
     return f"{100 * summary['accuracy']:.1f}% ({summary['correct']}/{summary['total']})"
 
 
+def _entry(summary: dict[str, Any]) -> str:
+    """How the table names an evaluation entry: its label (``arith-test``, ``arith-test-2``: two
+    entries of one dataset and split stay apart), else ``dataset (split)``."""
+    if summary.get("label"):
+        return str(summary["label"])
+    return summary["dataset"] + (f" ({summary['split']})" if summary.get("split") else "")
+
+
 def accuracy_table(results: dict[str, Any]) -> str:
     """Each dataset's accuracy; with ``eval_before``, before and after training side by side."""
-    before = {(s["dataset"], s.get("split")): s for s in results.get("eval_before") or []}
+    before = {_entry(s): s for s in results.get("eval_before") or []}
     headers = ["dataset", "before training", "after training"] if before else ["dataset", "accuracy"]
     rows = []
     for summary in results["eval"]:
-        key = (summary["dataset"], summary.get("split"))
-        name = f"{summary['dataset']}" + (f" ({summary['split']})" if summary.get("split") else "")
+        key = name = _entry(summary)
         rows.append([name, _accuracy(before[key]), _accuracy(summary)] if key in before
                     else [name, _accuracy(summary)] + (["-"] if before else []))
     return _render(headers, rows)
