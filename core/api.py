@@ -205,6 +205,7 @@ def run(
             save=lambda path: built.model.save_adapter(path, overwrite=True),
             checkpoint_dir=out / "checkpoints", metrics=out / METRICS_FILE, echo=echo,
             val_encoded=val_encoded, resume=resume, run_config=config.model_dump(mode="json"),
+            tracker_dir=out / "trackers",
         )
         built.model.save_adapter(out / ADAPTER_DIR, overwrite=overwrite or resume)
         results["train"] = {

@@ -182,6 +182,16 @@ class TrainSection(Section):
     loss_normalization: Literal["tokens", "micro_batch"] = "tokens"
     #: ``auto``: a progress bar on a terminal, plain lines otherwise; ``bar``; ``plain``; ``none``.
     progress: Literal["auto", "bar", "plain", "none"] = "auto"
+    #: experiment trackers to log to through accelerate (``tensorboard``, ``wandb``, ``mlflow``, ...).
+    report_to: list[Literal["tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "swanlab",
+                            "trackio"]] = Field(default_factory=list)
+
+    @field_validator("report_to")
+    @classmethod
+    def _trackers_installed(cls, names: list[str]) -> list[str]:
+        from lladapt.training.trackers import check_available
+
+        return check_available(names)
 
     @model_validator(mode="after")
     def _batches_divide(self) -> TrainSection:

@@ -33,19 +33,28 @@ def smollm2_gguf() -> Path:
     return path
 
 
+#: the quickstart's problems: additions and subtractions of numbers up to 9 (the 4-bit 135M model
+#: gets most of them right once it has learned the answer format; with multiplications and
+#: numbers up to 20 its own arithmetic caps it near 60%). Train and test use the same settings,
+#: so the train split never repeats a test question.
+QUICKSTART_ARITH: dict[str, Any] = {"name": "arith", "max_number": 9, "operations": ["add", "sub"]}
+
+
 def quickstart_config() -> dict[str, Any]:
     """The quickstart run: LoRA (r=8 on q, v: the paper's) on SmolLM2-135M-Instruct, trained on
-    the synthetic ``arith`` word problems (12 steps of 8), evaluated on the same 32 held-out
+    synthetic ``arith`` word problems (additions and subtractions of numbers up to 9; 24 steps of
+    8, learning rate 3e-3, each training problem seen once), evaluated on the same 32 held-out
     ``arith`` problems before and after training (accuracy side by side)."""
     return {
         "model": {"source": str(smollm2_gguf())},
         "adapter": {"name": "lora", "r": 8, "alpha": 16, "dropout": 0.05},
-        "data": {"train": [{"name": "arith", "split": "train", "limit": 96}], "cutoff_len": 96},
+        "data": {"train": [{**QUICKSTART_ARITH, "split": "train", "limit": 192}], "cutoff_len": 96},
         "train": {
-            "max_steps": 12, "batch_size": 8, "micro_batch_size": 8, "learning_rate": 2e-3,
+            "max_steps": 24, "batch_size": 8, "micro_batch_size": 8, "learning_rate": 3e-3,
             "warmup_steps": 2, "logging_steps": 2, "save_steps": 0,
         },
-        "eval": {"datasets": [{"name": "arith", "split": "test"}], "limit": 32,
-                 "max_new_tokens": 32, "batch_size": 16, "before_training": True},
+        # one generate call for the 32 items; the answers are about 28 tokens long
+        "eval": {"datasets": [{**QUICKSTART_ARITH, "split": "test"}], "limit": 32,
+                 "max_new_tokens": 32, "batch_size": 32, "before_training": True},
         "output_dir": f"runs/quickstart-{time.strftime('%Y%m%d-%H%M%S')}",
     }

@@ -141,6 +141,17 @@ def test_arith_is_seeded_and_its_splits_do_not_overlap():
     assert train[0].source == "arith/train#0" and test[-1].source == "arith/test#99"
 
 
+def test_arith_operations_choose_the_kinds_of_problem():
+    default = load_examples("arith", "test")
+    assert load_examples({"name": "arith", "operations": ["add", "sub", "mul"]}, "test") == default
+    assert {e.output.split(" so ")[1].split()[1] for e in default} == {"+", "-", "*"}
+    easy = load_examples({"name": "arith", "max_number": 9, "operations": ["add", "sub"]}, "test")
+    assert {e.output.split(" so ")[1].split()[1] for e in easy} == {"+", "-"}
+    assert all(int(e.answer) <= 18 for e in easy)
+    with pytest.raises(Exception, match="operations"):
+        load_examples({"name": "arith", "operations": ["div"]}, "test")
+
+
 def test_arith_refuses_impossible_sizes():
     with pytest.raises(DataError, match="cannot draw 5000 distinct problems with max_number=2"):
         load_examples({"name": "arith", "max_number": 2, "test_size": 5000}, "test")

@@ -45,6 +45,7 @@ _STEP_DIR = re.compile(r"^step-(\d+)$")
 NON_RECIPE_KEYS = (
     "output_dir", "eval", "train.logging_steps", "train.save_steps", "train.save_total_limit",
     "train.progress", "train.eval_steps", "model.tokenizer", "data.data_dir", "data.overlap",
+    "train.report_to",
 )
 
 

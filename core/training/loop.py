@@ -32,6 +32,7 @@ from lladapt.training.precision import Precision, mixed_precision
 from lladapt.training.progress import Progress, trim_metrics
 from lladapt.training.sampler import epoch_batches, padded_width
 from lladapt.training.schedule import make_scheduler
+from lladapt.training.trackers import Tracking, accelerator_kwargs
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -146,19 +147,22 @@ def train(
     val_encoded: Sequence[Encoded] = (),
     resume: bool = False,
     run_config: Mapping[str, Any] | None = None,
+    tracker_dir: Path | None = None,
 ) -> TrainResult:
     """Train the trainable parameters of ``model`` on ``encoded`` examples.
 
     ``save(path)`` writes the adapter (into each checkpoint under ``checkpoint_dir``);
     ``metrics`` receives one JSON line per logging step; ``resume`` continues from the newest
-    complete checkpoint in ``checkpoint_dir``.
+    complete checkpoint in ``checkpoint_dir``; ``tracker_dir`` holds local trackers' files
+    (``settings.report_to``).
     """
     import torch
     from accelerate import Accelerator
 
     if not encoded:
         raise ValueError("no training examples")
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())  # processes, device, reductions
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(),  # processes, device, reductions, trackers
+                              **accelerator_kwargs(settings.report_to, tracker_dir))
     precision = Precision(mixed_precision(settings.precision), accelerator.device)
     world, main = accelerator.num_processes, accelerator.is_main_process
     plan = make_plan(len(encoded), settings)
@@ -265,7 +269,7 @@ def train(
     step = start_step - 1
     with StopSignals() as stop, Progress(
         settings.progress if main else "none", steps, echo=echo, metrics=metrics if main else None
-    ) as progress:
+    ) as progress, Tracking(accelerator, settings.report_to, run_config) as tracking:
         progress.advance(step)
         for step in range(start_step, steps + 1):
             micro = [batches[g] for g in plan.micro_batches(step)]
@@ -315,6 +319,7 @@ def train(
                         best = ckpt.trainable_state(model)
             if record:
                 progress.log(record)
+                tracking.log(record)
             stopping = _stop_requested(accelerator, stop)
             if step < steps and (stopping or (settings.save_steps and step % settings.save_steps == 0)):
                 last_checkpoint = write_checkpoint(step)

@@ -5,7 +5,7 @@ ending in "The answer is N." and the number as ``answer``."""
 from __future__ import annotations
 
 import random
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -15,11 +15,14 @@ _NAMES = ("Ann", "Ben", "Cara", "Dev", "Eli", "Fay", "Gus", "Hana", "Ivo", "Jo",
 _THINGS = ("apples", "books", "coins", "pens", "cards", "shells", "stamps", "marbles", "cookies")
 
 
-def _problem(rng: random.Random, max_number: int) -> tuple[str, str, int]:
+OPERATIONS = ("add", "sub", "mul")
+
+
+def _problem(rng: random.Random, max_number: int, operations: tuple[str, ...] = OPERATIONS) -> tuple[str, str, int]:
     """One (instruction, rationale, answer) triple; the answer is never negative."""
     name, thing = rng.choice(_NAMES), rng.choice(_THINGS)
     a, b = rng.randint(2, max_number), rng.randint(2, max_number)
-    kind = rng.choice(("add", "sub", "mul"))
+    kind = rng.choice(operations)
     if kind == "add":
         question = f"{name} has {a} {thing}. {name} gets {b} more. How many {thing} does {name} have now?"
         answer, steps = a + b, f"{name} has {a} {thing} and gets {b} more, so {a} + {b} = {a + b}."
@@ -49,6 +52,9 @@ class Arith(Dataset):
         test_size: int = Field(default=100, ge=1)
         #: the largest operand.
         max_number: int = Field(default=20, ge=2)
+        #: the kinds of problem drawn (each equally likely), in this order; the default draws
+        #: the same problems as before the field existed.
+        operations: tuple[Literal["add", "sub", "mul"], ...] = Field(default=OPERATIONS, min_length=1)
 
     def load(self, split: str) -> list[Example]:
         """The test split is drawn first; the train split never repeats a test question."""
@@ -66,13 +72,14 @@ class Arith(Dataset):
         settings allow too few distinct problems)."""
         out, seen, misses = [], set(exclude), 0
         while len(out) < n:
-            item = _problem(rng, self.config.max_number)
+            item = _problem(rng, self.config.max_number, tuple(self.config.operations))
             if item[0] in seen:
                 misses += 1
                 if misses == 1000:
                     raise DataError(
                         f"arith: cannot draw {n} distinct problems with max_number="
-                        f"{self.config.max_number}; raise max_number or lower the split size"
+                        f"{self.config.max_number} and operations={list(self.config.operations)}; "
+                        "raise max_number, allow more operations or lower the split size"
                     )
                 continue
             misses = 0
