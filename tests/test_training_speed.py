@@ -8,6 +8,7 @@ import torch
 
 from lladapt import hf_compat
 from lladapt.tokenization import IGNORE_INDEX
+from lladapt.training import loop
 from lladapt.training import precision as precision_mod
 from lladapt.training.loop import backward_step
 from lladapt.training.loss import chunked_summed_loss, summed_loss
@@ -25,10 +26,14 @@ def _step(examples, chunked, normalization, autocast="no"):
 
 
 @pytest.mark.parametrize("normalization", ["tokens", "micro_batch"])
-def test_chunked_loss_gives_the_plain_loss_and_gradients_of_an_accumulated_step(normalization):
+def test_chunked_loss_gives_the_plain_loss_and_gradients_of_an_accumulated_step(normalization, monkeypatch):
+    calls = []
+    monkeypatch.setattr(loop, "chunked_summed_loss", lambda *a: calls.append(1) or chunked_summed_loss(*a))
     examples = random_examples(12, seed=3)  # unequal lengths, half with a masked prompt
     plain_loss, plain, _ = _step(examples, False, normalization)
+    assert calls == []
     chunked_loss, chunked, model = _step(examples, True, normalization)
+    assert len(calls) == 3  # the chunked path ran, once per micro-batch
     assert abs(plain_loss.item() - chunked_loss.item()) <= 1e-5 * plain_loss.item()
     for name in plain:
         assert torch.allclose(plain[name], chunked[name], atol=1e-5, rtol=1e-5), name
