@@ -85,7 +85,6 @@ def _run_lladapt(model: Any, tokenizer: Any, encoded: list[Any], args: argparse.
 
 
 def _run_trainer(model: Any, tokenizer: Any, encoded: list[Any], args: argparse.Namespace) -> dict[str, Any]:
-    from datasets import Dataset
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
 
     rows = [{"input_ids": e.input_ids, "attention_mask": [1] * len(e.input_ids), "labels": e.labels}
@@ -111,9 +110,10 @@ def _run_trainer(model: Any, tokenizer: Any, encoded: list[Any], args: argparse.
             output_dir=tmp, per_device_train_batch_size=4, gradient_accumulation_steps=4,
             num_train_epochs=1, max_steps=args.steps or -1, learning_rate=3e-4, warmup_steps=100,
             logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, bf16=args.bf16,
-            seed=42, disable_tqdm=True, dataloader_num_workers=0, group_by_length=False,
+            seed=42, disable_tqdm=True, dataloader_num_workers=0,
+            remove_unused_columns=False,
         )
-        trainer = Trainer(model=model, args=targs, train_dataset=Dataset.from_list(rows),
+        trainer = Trainer(model=model, args=targs, train_dataset=rows,
                           data_collator=collate, callbacks=[Losses()])
         started = time.perf_counter()
         trainer.train()
@@ -121,6 +121,26 @@ def _run_trainer(model: Any, tokenizer: Any, encoded: list[Any], args: argparse.
     return {"seconds": seconds, "tokens": counts["real"],
             "padded_share": 1 - counts["real"] / max(1, counts["padded"]),
             "steps": trainer.state.global_step, "losses": losses}
+
+
+def flops_per_token(model: Any) -> dict[str, int]:
+    """Useful training FLOPs per non-pad token (docs/benchmarks.md, "MFU"): every frozen matmul
+    weight costs 2 (forward) + 2 (gradient of its input) FLOPs per token and needs no weight
+    gradient; every trainable weight costs 6 (forward, input gradient, weight gradient). Embedding
+    lookups, norms, attention scores and the loss are not counted; the output head counts once
+    (tied to the embedding in SmolLM2)."""
+    import torch
+
+    seen: set[int] = set()
+    frozen = 0
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if isinstance(module, torch.nn.Linear) and not weight.requires_grad and id(weight) not in seen:
+            seen.add(id(weight))
+            frozen += weight.numel()
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"frozen_matmul_params": frozen, "trainable_params": trainable,
+            "flops_per_token": 4 * frozen + 6 * trainable}
 
 
 def child(args: argparse.Namespace) -> None:
@@ -136,7 +156,7 @@ def child(args: argparse.Namespace) -> None:
     encoded = _encoded(loaded.tokenizer, args)
     run = _run_lladapt if args.side == "lladapt" else _run_trainer
     out = run(model, loaded.tokenizer, encoded, args)
-    out["trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    out.update(flops_per_token(model))
     out["tokens_per_second"] = out["tokens"] / out["seconds"]
     out["peak_rss_mb"] = _vm_hwm_mb()
     print("RESULT " + json.dumps(out))
