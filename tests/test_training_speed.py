@@ -98,3 +98,18 @@ def test_cpu_flags_read_from_cpuinfo(tmp_path, monkeypatch):
     info.write_text("processor : 0\nflags : fpu avx2 avx512_bf16\n\nprocessor : 1\nflags : fpu avx2 avx512_bf16\n")
     assert precision_mod.cpu_flags(info) == frozenset({"fpu", "avx2", "avx512_bf16"})
     assert precision_mod.cpu_flags(tmp_path / "absent") == frozenset()
+
+
+def test_bf16_on_the_cpu_holds_frozen_linear_weights_in_bf16_and_restores_the_fp32_originals():
+    model = tiny_trainable()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    q = model.model.layers[0].self_attn.q_proj.weight  # trainable
+    up = model.model.layers[0].mlp.up_proj.weight  # frozen
+    with Precision("bf16", torch.device("cpu")).frozen_weights_cast(model) as cast:
+        assert cast == len([m for m in model.modules() if isinstance(m, torch.nn.Linear)]) - 4
+        assert up.dtype == torch.bfloat16 and q.dtype == torch.float32
+        assert model.get_input_embeddings().weight.dtype == torch.float32
+    for name, p in model.named_parameters():
+        assert p.dtype == torch.float32 and torch.equal(p, before[name]), name
+    with Precision("no", torch.device("cpu")).frozen_weights_cast(model) as cast:
+        assert cast == 0 and up.dtype == torch.float32

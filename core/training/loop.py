@@ -266,7 +266,7 @@ def train(
         window.add(*found.state["window"])
     started = time.perf_counter()
     step = start_step - 1
-    with StopSignals() as stop, Progress(
+    with StopSignals() as stop, precision.frozen_weights_cast(model), Progress(
         settings.progress if main else "none", steps, echo=echo, metrics=metrics if main else None
     ) as progress:
         progress.advance(step)
