@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> None:
     name = f"{dt.date.today().isoformat()}-train-{args.adapter}{'-bf16' if args.bf16 else ''}{'-steps' + str(args.steps) if args.steps else ''}.json"
     out = args.out or HERE / "results" / name
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=1) + "\n")
+    out.write_text(json.dumps(record, indent=1, default=str) + "\n")
     print(f"wrote {out}")
 
 
