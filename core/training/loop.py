@@ -266,19 +266,20 @@ def train(
         window.add(*found.state["window"])
     started = time.perf_counter()
     step = start_step - 1
-    with StopSignals() as stop, precision.frozen_weights_cast(model), Progress(
+    with StopSignals() as stop, Progress(
         settings.progress if main else "none", steps, echo=echo, metrics=metrics if main else None
     ) as progress:
         progress.advance(step)
         for step in range(start_step, steps + 1):
             micro = [batches[g] for g in plan.micro_batches(step)]
             step_tokens = sum(n_labels[i] for idx in micro for i in idx)
-            loss_sum = backward_step(
-                model, precision, [[encoded[i] for i in idx] for idx in micro],
-                rank=accelerator.process_index, world=world,
-                pad_token_id=pad_token_id, pad_to_multiple_of=settings.pad_to_multiple_of,
-                normalization=settings.loss_normalization,
-            )
+            with precision.frozen_weights_cast(model):  # fp32 again for anything run between steps
+                loss_sum = backward_step(
+                    model, precision, [[encoded[i] for i in idx] for idx in micro],
+                    rank=accelerator.process_index, world=world,
+                    pad_token_id=pad_token_id, pad_to_multiple_of=settings.pad_to_multiple_of,
+                    normalization=settings.loss_normalization,
+                )
             if world > 1:
                 loss_sum = _all_reduce_grads(accelerator, params, loss_sum)
             precision.unscale(optimizer)

@@ -76,8 +76,9 @@ class Precision:
 
     @contextlib.contextmanager
     def frozen_weights_cast(self, model: torch.nn.Module) -> Iterator[int]:
-        """bf16 on the CPU: hold the frozen ``nn.Linear`` weights in bf16 while training, so that
-        autocast does not cast them again at every matmul of every micro-batch (it caches casts of
+        """bf16 on the CPU: hold the frozen ``nn.Linear`` weights in bf16 for one optimizer step's
+        forward and backward passes (once per step), so that autocast does not cast them again at
+        every matmul of every micro-batch (it caches casts of
         trainable leaves only; the profile showed ``aten::copy_`` at a quarter of the step). The
         fp32 originals are kept and put back on exit. A weight shared with the input embedding
         (a tied output head) is left alone: the embedding output, hence the residual stream,
