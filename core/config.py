@@ -160,7 +160,7 @@ class TrainSection(Section):
     max_grad_norm: PositiveFloat | None = 1.0
     #: ``constant`` keeps the rate fixed from step 1; ``constant_with_warmup`` ramps up first.
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
-    #: ``auto``: fp16 on a GPU (bf16 where supported), fp32 on the CPU.
+    #: ``auto``: fp16 on a GPU (bf16 where supported); on the CPU bf16 where it is native (AVX-512 BF16 or AMX), else fp32.
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     gradient_checkpointing: bool = False
     seed: int = 42

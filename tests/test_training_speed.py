@@ -1,0 +1,115 @@
+"""The trainer's speed levers give the same training: the chunked head + cross-entropy equals the
+plain loss and gradients, ``precision: auto`` picks bf16 only where the CPU computes it natively."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lladapt import hf_compat
+from lladapt.tokenization import IGNORE_INDEX
+from lladapt.training import loop
+from lladapt.training import precision as precision_mod
+from lladapt.training.loop import backward_step
+from lladapt.training.loss import chunked_summed_loss, summed_loss
+from lladapt.training.precision import Precision, mixed_precision
+from tests.training_support import random_examples, tiny_trainable
+
+
+def _step(examples, chunked, normalization, autocast="no"):
+    model = tiny_trainable()
+    micro = [examples[i : i + 4] for i in range(0, len(examples), 4)]
+    loss = backward_step(model, Precision(autocast, torch.device("cpu")), micro, pad_token_id=0,
+                         normalization=normalization, chunked_loss=chunked)
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    return loss, grads, model
+
+
+@pytest.mark.parametrize("normalization", ["tokens", "micro_batch"])
+def test_chunked_loss_gives_the_plain_loss_and_gradients_of_an_accumulated_step(normalization, monkeypatch):
+    calls = []
+    monkeypatch.setattr(loop, "chunked_summed_loss", lambda *a: calls.append(1) or chunked_summed_loss(*a))
+    examples = random_examples(12, seed=3)  # unequal lengths, half with a masked prompt
+    plain_loss, plain, _ = _step(examples, False, normalization)
+    assert calls == []
+    chunked_loss, chunked, model = _step(examples, True, normalization)
+    assert len(calls) == 3  # the chunked path ran, once per micro-batch
+    assert abs(plain_loss.item() - chunked_loss.item()) <= 1e-5 * plain_loss.item()
+    for name in plain:
+        assert torch.allclose(plain[name], chunked[name], atol=1e-5, rtol=1e-5), name
+    assert max(g.abs().max().item() for g in plain.values()) > 1e-3  # gradients are not all ~0
+    assert isinstance(model.get_output_embeddings(), torch.nn.Linear)  # the head is back
+
+
+def test_chunked_loss_under_bf16_autocast_stays_close_to_the_plain_one():
+    examples = random_examples(8, seed=4)
+    plain_loss, plain, _ = _step(examples, False, "tokens", autocast="bf16")
+    chunked_loss, chunked, _ = _step(examples, True, "tokens", autocast="bf16")
+    assert abs(plain_loss.item() - chunked_loss.item()) <= 1e-2 * plain_loss.item()
+    for name in plain:
+        assert torch.allclose(plain[name], chunked[name], atol=1e-3, rtol=5e-2), name
+
+
+def test_chunked_loss_in_small_chunks_with_a_trainable_head_and_bias():
+    generator = torch.Generator().manual_seed(0)
+    hidden = torch.randn(3, 9, 16, generator=generator, requires_grad=True)
+    head = torch.nn.Linear(16, 50)
+    labels = torch.randint(0, 50, (3, 9), generator=generator)
+    labels[0, :4] = IGNORE_INDEX
+    labels[2, 6:] = IGNORE_INDEX  # padding
+    plain = summed_loss(head(hidden), labels)
+    expected = torch.autograd.grad(plain, [hidden, head.weight, head.bias])
+    chunked = chunked_summed_loss(hidden, head, labels, chunk_rows=5)  # 16 label rows: 4 chunks
+    got = torch.autograd.grad(chunked * 1.0, [hidden, head.weight, head.bias])
+    assert torch.allclose(plain, chunked, atol=1e-5)
+    for e, g in zip(expected, got, strict=True):
+        assert torch.allclose(e, g, atol=1e-5), (e - g).abs().max()
+
+
+def test_the_head_is_not_bypassed_when_it_is_trainable_or_hooked():
+    model = tiny_trainable()
+    head = model.get_output_embeddings()
+    with hf_compat.bypassed_output_head(model) as found:
+        assert found is head and isinstance(model.get_output_embeddings(), torch.nn.Identity)
+    assert model.get_output_embeddings() is head
+    head.weight.requires_grad_(True)
+    with hf_compat.bypassed_output_head(model) as found:
+        assert found is None and model.get_output_embeddings() is head
+    head.weight.requires_grad_(False)
+    handle = head.register_forward_hook(lambda *_: None)
+    with hf_compat.bypassed_output_head(model) as found:
+        assert found is None
+    handle.remove()
+
+
+@pytest.mark.parametrize(("flags", "expected"), [
+    ({"avx512_bf16"}, "bf16"), ({"amx_bf16"}, "bf16"), ({"avx2", "avx512f"}, "no"), (set(), "no"),
+])
+def test_auto_precision_on_the_cpu_is_bf16_only_with_native_bf16(monkeypatch, flags, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(precision_mod, "cpu_flags", lambda: frozenset(flags))
+    assert mixed_precision("auto") == expected
+    assert mixed_precision("fp32") == "no"
+    assert mixed_precision("bf16") == "bf16"  # asked for explicitly: honoured everywhere
+
+
+def test_cpu_flags_read_from_cpuinfo(tmp_path, monkeypatch):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor : 0\nflags : fpu avx2 avx512_bf16\n\nprocessor : 1\nflags : fpu avx2 avx512_bf16\n")
+    assert precision_mod.cpu_flags(info) == frozenset({"fpu", "avx2", "avx512_bf16"})
+    assert precision_mod.cpu_flags(tmp_path / "absent") == frozenset()
+
+
+def test_bf16_on_the_cpu_holds_frozen_linear_weights_in_bf16_and_restores_the_fp32_originals():
+    model = tiny_trainable()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    q = model.model.layers[0].self_attn.q_proj.weight  # trainable
+    up = model.model.layers[0].mlp.up_proj.weight  # frozen
+    with Precision("bf16", torch.device("cpu")).frozen_weights_cast(model) as cast:
+        assert cast == len([m for m in model.modules() if isinstance(m, torch.nn.Linear)]) - 4
+        assert up.dtype == torch.bfloat16 and q.dtype == torch.float32
+        assert model.get_input_embeddings().weight.dtype == torch.float32
+    for name, p in model.named_parameters():
+        assert p.dtype == torch.float32 and torch.equal(p, before[name]), name
+    with Precision("no", torch.device("cpu")).frozen_weights_cast(model) as cast:
+        assert cast == 0 and up.dtype == torch.float32
