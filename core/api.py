@@ -110,9 +110,9 @@ def _check_resume(path: Path, config: RunConfig) -> None:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    from lladapt.fileio import write_json_atomic
+
+    write_json_atomic(path, data, default=str)
 
 
 def _stderr(message: str) -> None:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 from lladapt.errors import LladaptError
+from lladapt.fileio import write_json_atomic
 
 
 def prompt_hash(prompt: str) -> str:
@@ -105,9 +105,7 @@ class PredictionStore:
         if self._fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if not self.settings_path.exists():
-                tmp = self.settings_path.with_suffix(".tmp")
-                tmp.write_text(json.dumps(self.settings, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-                os.replace(tmp, self.settings_path)
+                write_json_atomic(self.settings_path, self.settings, sort_keys=True)
             self._fh = self.path.open("a", encoding="utf-8")
         for record in records:
             line = {**record, "settings": self.fingerprint}

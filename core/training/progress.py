@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from lladapt.fileio import write_text_atomic
+
 Echo = Callable[[str], None]
 
 
@@ -81,9 +83,7 @@ def trim_metrics(path: Path, last_step: int) -> None:
         return
     lines = path.read_text(encoding="utf-8").splitlines()
     kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= last_step]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, "".join(line + "\n" for line in kept))
 
 
 def _render(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
