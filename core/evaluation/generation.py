@@ -106,12 +106,10 @@ def model_device(model: torch.nn.Module) -> torch.device:
 def encode_left_padded(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], device: Any) -> dict:
     """Token ids and attention mask, padded on the left (a generated token must follow its own
     prompt's last token in every row)."""
-    previous = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
+    from lladapt.tokenizer_setup import padding_for
+
+    with padding_for(tokenizer, "generate"):
         return tokenizer(list(prompts), return_tensors="pt", padding=True).to(device)
-    finally:
-        tokenizer.padding_side = previous
 
 
 def finish(
