@@ -27,6 +27,9 @@ RESULTS_FILE = "results.json"
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
 ADAPTER_DIR = "adapter"
+#: the training summary, written once the final adapter is saved: a resumed run that finds it
+#: evaluates that adapter instead of training again.
+TRAINED_FILE = "trained.json"
 
 
 @dataclass
@@ -109,6 +112,18 @@ def _check_resume(path: Path, config: RunConfig) -> None:
         )
 
 
+def _trained_summary(out: Path) -> dict[str, Any] | None:
+    """``{"train": ..., "eval_before": ...}`` of a run whose training finished (its final adapter
+    is saved), else None."""
+    path = out / TRAINED_FILE
+    if not (path.is_file() and (out / ADAPTER_DIR).is_dir()):
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise LladaptError(f"{path}: not valid JSON ({exc.msg}); remove it to train again") from None
+
+
 def _write_json(path: Path, data: Any) -> None:
     from lladapt.fileio import write_json_atomic
 
@@ -167,11 +182,12 @@ def run(
         _check_resume(out, config)
     else:
         _check_output_dir(out, overwrite)
+    trained_before = _trained_summary(out) if resume and examples else None
     echo(f"loading {config.model.source}")
     from transformers import set_seed
 
     set_seed(config.train.seed)  # adapter initialisation is part of the run's reproducibility
-    built = build(config)
+    built = build(config, out / ADAPTER_DIR if trained_before is not None else None)
     tokenizer = built.loaded.tokenizer
 
     def encode(items: list[Any]) -> list[Any]:
@@ -185,6 +201,8 @@ def run(
 
     encoded, val_encoded = encode(examples), encode(val_examples)  # fails before a file is written
     out.mkdir(parents=True, exist_ok=True)
+    if not resume:  # an overwritten run's summary must not pass for this run's
+        (out / TRAINED_FILE).unlink(missing_ok=True)
     _write_json(out / CONFIG_FILE, config.model_dump(mode="json"))
     results: dict[str, Any] = {"model": config.model.source, "adapter": None, "train": None, "eval": []}
     if config.adapter is not None:
@@ -193,10 +211,13 @@ def run(
             "name": config.adapter.name,
             "trainable_parameters": built.model.num_parameters(trainable_only=True),
         }
-    if encoded and evaluate and config.eval.before_training:
+    if trained_before is not None:  # what ran before the interruption, as it was then
+        echo(f"training finished before the interruption: evaluating {out / ADAPTER_DIR}")
+        results.update(trained_before)
+    elif encoded and evaluate and config.eval.before_training:
         results["eval_before"] = evaluate_all(built.model, tokenizer, config, evals, out, echo=echo,
-                                              fresh=True, eval_dir=EVAL_BEFORE_DIR)
-    if encoded:
+                                              fresh=not resume, eval_dir=EVAL_BEFORE_DIR)
+    if encoded and trained_before is None:
         lr = config.train.learning_rate or adapter_cls.default_learning_rate
         echo(f"training on {len(encoded)} examples" + (f" ({len(val_encoded)} held out)" if val_encoded else "") + f", lr {lr}")
         trained = train(
@@ -216,9 +237,10 @@ def run(
             "val_loss": trained.val_losses[-1][1] if trained.val_losses else None,
             "best_step": trained.best_step, "resumed_from": trained.resumed_from,
         }
+        _write_json(out / TRAINED_FILE, {k: results[k] for k in ("train", "eval_before") if k in results})
         echo(train_summary(results, trained, out / ADAPTER_DIR))
     if evaluate:
-        results["eval"] = evaluate_all(built.model, tokenizer, config, evals, out, echo=echo, fresh=True)
+        results["eval"] = evaluate_all(built.model, tokenizer, config, evals, out, echo=echo, fresh=not resume)
     if results["eval"]:
         echo(accuracy_table(results))
     _write_json(out / RESULTS_FILE, results)

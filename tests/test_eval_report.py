@@ -100,3 +100,22 @@ def test_report_tables_need_no_matplotlib(tmp_path, monkeypatch, flag):
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     assert _invoke(good, "--out", tmp_path / "rep", flag).exit_code == 0
     assert (tmp_path / "rep" / "report.csv").is_file()
+
+
+def test_report_gives_the_cost_of_each_run(tmp_path):
+    trained = _run_folder(tmp_path / "lora", "lora", [("addsub", "addsub-test", 3, 4, 0)])
+    results = json.loads((trained / "results.json").read_text())
+    results["train"] = {"steps": 204, "seconds": 1523.4, "final_loss": 0.41234}
+    results["eval"][0]["seconds"] = 60.5
+    results["eval"].append({**results["eval"][0], "dataset": "svamp", "label": "svamp-test", "seconds": 30.0})
+    (trained / "results.json").write_text(json.dumps(results))
+    base = _run_folder(tmp_path / "base", None, [("addsub", "addsub-test", 1, 4, 0)])
+    result = _invoke(trained, base, "--out", tmp_path / "rep", "--no-charts")
+    assert result.exit_code == 0, result.output
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "| run | train steps | train s | final loss | eval s |" in md
+    assert "| lora | 204 | 1523 | 0.4123 | 90 |" in md
+    assert "| base | - | - | - | - |" in md
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "rep" / "report.csv").read_text())))
+    assert (rows[0]["train_steps"], rows[0]["train_seconds"], rows[0]["eval_seconds"]) == ("204", "1523", "90")
+    assert rows[1]["train_seconds"] == "" and rows[1]["eval_seconds"] == ""

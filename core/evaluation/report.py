@@ -38,6 +38,10 @@ class RunSummary:
     #: (step, loss) and (step, val_loss) points
     loss: list[tuple[int, float]] = field(default_factory=list)
     val_loss: list[tuple[int, float]] = field(default_factory=list)
+    #: the training summary's steps, seconds and final loss (None: no training)
+    train: dict[str, Any] | None = None
+    #: seconds of evaluation, all entries
+    eval_seconds: float | None = None
 
     @property
     def average(self) -> float | None:
@@ -97,6 +101,8 @@ def read_run(run: Path) -> RunSummary:
         name=Path(run).resolve().name, model=Path(model).name if "/" in model else model,
         adapter=adapter.get("name") or "-", trainable=adapter.get("trainable_parameters"),
         scores=scores, notes=notes, loss=loss, val_loss=val,
+        train=results.get("train") if isinstance(results.get("train"), dict) else None,
+        eval_seconds=sum(float(e.get("seconds", 0)) for e in results.get("eval") or []) or None,
     )
 
 
@@ -133,10 +139,26 @@ def markdown(runs: Sequence[RunSummary]) -> str:
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     text = "Accuracy (%) per evaluation entry; Avg is their mean; unparsed = answers the parser " \
            "could not read / items.\n\n" + "\n".join(lines) + "\n"
+    text += "\n" + cost_table(runs)
     notes = [f"- {run.name}: {note}" for run in runs for note in run.notes]
     if notes:
         text += "\nNotes:\n\n" + "\n".join(notes) + "\n"
     return text
+
+
+def _cost_cells(run: RunSummary) -> list[str]:
+    train = run.train or {}
+    seconds, loss = train.get("seconds"), train.get("final_loss")
+    return [str(train.get("steps", "-")), f"{seconds:.0f}" if seconds is not None else "-",
+            f"{loss:.4f}" if loss is not None else "-",
+            f"{run.eval_seconds:.0f}" if run.eval_seconds is not None else "-"]
+
+
+def cost_table(runs: Sequence[RunSummary]) -> str:
+    """Training steps, seconds and final loss, and evaluation seconds, per run (Markdown)."""
+    lines = ["| run | train steps | train s | final loss | eval s |", "|---|---:|---:|---:|---:|"]
+    lines += ["| " + " | ".join([run.name, *_cost_cells(run)]) + " |" for run in runs]
+    return "\n".join(lines) + "\n"
 
 
 def csv_text(runs: Sequence[RunSummary]) -> str:
@@ -144,13 +166,15 @@ def csv_text(runs: Sequence[RunSummary]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["run", "model", "adapter", "trainable_parameters", *labels, "average",
-                     *[f"{label} unparsed" for label in labels]])
+                     *[f"{label} unparsed" for label in labels],
+                     "train_steps", "train_seconds", "final_loss", "eval_seconds"])
     for run in runs:
         writer.writerow([
             run.name, run.model, run.adapter, run.trainable if run.trainable is not None else "",
             *[f"{run.scores[label][0]:.6f}" if label in run.scores else "" for label in labels],
             f"{run.average:.6f}" if run.average is not None else "",
             *[run.scores[label][1] if label in run.scores else "" for label in labels],
+            *[cell if cell != "-" else "" for cell in _cost_cells(run)],
         ])
     return buffer.getvalue()
 

@@ -91,6 +91,7 @@ class BottleneckAdapter(Adapter):
 
     Config = BottleneckConfig
     config: BottleneckConfig
+    size_option: ClassVar[str] = "bottleneck_size"
     #: child names a bottleneck adds to its host Linear.
     CHILDREN: ClassVar[tuple[str, ...]] = (
         "adapter_down", "adapter_up", "adapter_dropout", "adapter_scaling",

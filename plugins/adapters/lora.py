@@ -78,6 +78,7 @@ class LoraAdapter(Adapter):
     config: LoraConfig
     #: PEFT's name for it (folders PEFT wrote load through this adapter).
     peft_type: ClassVar[str] = "LORA"
+    size_option: ClassVar[str] = "r"
 
     CHILDREN: ClassVar[tuple[str, ...]] = ("lora_A", "lora_B", "lora_dropout")
 

@@ -238,6 +238,7 @@ class PromptLearningAdapter(Adapter):
     default_learning_rate: ClassVar[float] = 3e-2
     #: PEFT's ``peft_type`` for this adapter.
     peft_type: ClassVar[str] = ""
+    size_option: ClassVar[str] = "num_virtual_tokens"
     #: forward arguments the model must take by name for this adapter to work.
     needs_arguments: ClassVar[tuple[str, ...]] = ("inputs_embeds", "attention_mask", "labels")
     #: why, for the error message when one is missing.

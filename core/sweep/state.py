@@ -1,0 +1,51 @@
+"""What a sweep finds in a run's folder before it runs it: ``finished`` (skipped), ``partial``
+(resumed), ``pending`` (started), or a folder it must not touch (an error naming it)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from lladapt.errors import LladaptError
+
+Status = Literal["finished", "partial", "pending"]
+
+__all__ = ["Status", "run_status"]
+
+
+def _differences(saved: Any, planned: Any, prefix: str = "") -> list[str]:
+    if isinstance(saved, dict) and isinstance(planned, dict):
+        out = []
+        for key in sorted(set(saved) | set(planned)):
+            out += _differences(saved.get(key), planned.get(key), f"{prefix}{key}.")
+        return out
+    return [] if saved == planned else [f"{prefix[:-1]}: {saved!r} there, {planned!r} in the sweep"]
+
+
+def run_status(folder: Path, planned: dict[str, Any]) -> Status:
+    """The state of ``folder`` for a run whose resolved config is ``planned`` (``model_dump``).
+
+    A finished run whose saved config differs from the planned one, or a folder that holds files
+    but no run, is a :class:`LladaptError`: the sweep refuses before it starts anything."""
+    from lladapt.api import CONFIG_FILE, RESULTS_FILE
+
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return "pending"
+    saved_path = folder / CONFIG_FILE
+    if not saved_path.is_file():
+        raise LladaptError(f"run folder '{folder}' holds files but no {CONFIG_FILE}: it is not a lladapt run; "
+                           "move it away or change the sweep's output_dir")
+    if not (folder / RESULTS_FILE).is_file():
+        return "partial"  # `lladapt run --resume` checks that the recipe is the same
+    try:
+        saved = json.loads(saved_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise LladaptError(f"{saved_path}: not valid JSON ({exc.msg})") from None
+    differences = _differences(saved, planned)
+    if differences:
+        raise LladaptError(
+            f"run folder '{folder}' holds a finished run of another config:\n  " + "\n  ".join(differences)
+            + "\nremove the folder to rerun it, or give the sweep another output_dir"
+        )
+    return "finished"
