@@ -210,3 +210,12 @@ def test_plugins_page_states_each_optional_adapter_method_and_walks_through_the_
     example = DOCS.parent / "examples" / "lladapt-ia3"
     for path in example.rglob("*.py"):
         assert f"lladapt_ia3/{path.name}" in text, path
+
+
+def test_every_sweep_file_field_is_documented():
+    from lladapt.sweep.spec import Budget, Resources, SweepFile
+
+    page = (DOCS / "sweeps.md").read_text()
+    for prefix, model in (("", SweepFile), ("budget.", Budget), ("", Resources)):
+        for name in model.model_fields:
+            assert f"{prefix}{name}" in page or f"`{name}`" in page, f"{prefix}{name} is not in docs/sweeps.md"

@@ -48,6 +48,10 @@ def test_merge_nests_dotted_keys_replaces_lists_and_null_removes():
                    "placement": None}
     assert base["adapter"]["r"] == 8  # not changed
     assert merge(base, {"adapter": None})["adapter"] is None
+    # another component replaces the section: LoRA's r does not leak into a series adapter
+    assert merge(base, {"adapter": {"name": "series", "bottleneck_size": 8}})["adapter"] == {
+        "name": "series", "bottleneck_size": 8}
+    assert merge(base, {"adapter": {"alpha": 16}})["adapter"] == {"name": "lora", "r": 8, "alpha": 16}
 
 
 def test_grid_expands_to_the_product_with_names_and_folders(tmp_path):

@@ -121,6 +121,7 @@ def run_sweep(
         config_path = out / "configs" / f"{item.run.name}.json"
         _write_json(config_path, item.run.data)
         log_path = out / "logs" / f"{item.run.name}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
         cpus = sweep.spec.resources.num_cpus
         jobs.append(Job(item.run.name, str(config_path.resolve()), str(log_path.resolve()),
                         resume=item.status == "partial", cwd=str(Path.cwd()),

@@ -5,7 +5,8 @@ A sweep is a base run config and a grid. Each grid axis is either
 * a dotted config key with a list of values (``train.seed: [1, 2]``), or
 * a name with named variants, each a config fragment merged into the base
   (``adapter: {lora: {adapter: {name: lora, r: 8}}, series: {...}}``; ``null`` removes a
-  section, lists replace lists, mappings merge key by key; keys inside a fragment may be dotted).
+  section, lists replace lists, mappings merge key by key, a section naming another component
+  replaces the base's; keys inside a fragment may be dotted).
 
 The runs are the product of the axes, in file order. A run's name joins, for every axis with more
 than one choice, the variant's name or ``<last key part>-<value>``; its folder is
@@ -106,11 +107,12 @@ def _nested(fragment: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def merge(base: Mapping[str, Any], fragment: Mapping[str, Any]) -> dict[str, Any]:
-    """``fragment`` over ``base``: mappings merge key by key, anything else (lists, ``None``)
-    replaces. Neither argument is changed."""
+    """``fragment`` over ``base``: mappings merge key by key, except that a component section
+    naming another component (``adapter: {name: series}`` over ``{name: lora, r: 8}``) replaces
+    the old one; anything else (lists, ``None``) replaces. Neither argument is changed."""
     out = copy.deepcopy(dict(base))
     for key, value in _nested(fragment).items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and value.get("name", out[key].get("name")) == out[key].get("name"):
             out[key] = merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
