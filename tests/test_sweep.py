@@ -224,6 +224,9 @@ def test_local_sweep_runs_every_run_and_reports(local_sweep):
     record = json.loads((out / "sweep.json").read_text())
     assert [(r["name"], r["status_before"]) for r in record["runs"]] == [("lora", "pending"), ("series", "pending")]
     assert all(r["outcome"]["returncode"] == 0 for r in record["runs"])
+    for name in ("lora", "series"):  # each run's record beside the report, identical to the run's own
+        for record in ("config.json", "results.json", "metrics.jsonl"):
+            assert (out / "report" / "runs" / name / record).read_bytes() == (out / name / record).read_bytes()
     config = json.loads((out / "configs" / "series.json").read_text())
     assert config["adapter"] == {"name": "series", "bottleneck_size": 8} and config["output_dir"] == str(out / "series")
 
@@ -267,6 +270,9 @@ def test_a_ray_sweep_and_the_local_one_combine_in_one_report(local_sweep):
     assert "lora: submitted to Ray" in result.output and "series: done" in result.output
     ray_lora = _finished(folder / "onray" / "lora", "lora")
     _finished(folder / "onray" / "series", "series")
+    only_report = runner.invoke(cli, ["sweep", str(ray_sweep), "--report-only"])
+    assert only_report.exit_code == 0 and "submitted" not in only_report.output
+    assert only_report.stdout.split()[0] == str(folder / "onray" / "report" / "report.md")
     runs = [folder / "local" / "lora", folder / "local" / "series", folder / "onray" / "lora", folder / "onray" / "series"]
     report = runner.invoke(cli, ["report", *map(str, runs), "--out", str(folder / "all"), "--no-charts"])
     assert report.exit_code == 0, report.output

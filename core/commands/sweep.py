@@ -20,15 +20,16 @@ def register(cli: click.Group) -> None:
 @click.option("--address", help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray instance).")
 @click.option("--only", multiple=True, metavar="RUN", help="Run only these runs (repeatable).")
 @click.option("--dry-run", is_flag=True, help="List the runs and the state of their folders; run nothing.")
+@click.option("--report-only", is_flag=True, help="Write the combined report of the finished runs; run nothing.")
 @set_option
 @click.option("--json", "as_json", is_flag=True, help="Print the plan (with --dry-run) as JSON.")
 def sweep(sweep_path: Path, executor: str, address: str | None, only: tuple[str, ...], dry_run: bool,
-          overrides: tuple[str, ...], as_json: bool) -> None:
+          report_only: bool, overrides: tuple[str, ...], as_json: bool) -> None:
     """Expand SWEEP's grid into runs (each into OUTPUT_DIR/<run>), skip the finished ones, resume
     the ones that were cut off, run the rest, then write the combined `lladapt report` of every
     finished run. --set KEY=VALUE applies to every run. Exits 1 if a run failed."""
     from lladapt.sweep import load_sweep, plan, run_sweep
-    from lladapt.sweep.runner import describe_plan
+    from lladapt.sweep.runner import describe_plan, write_combined_report
 
     report_plugin_failures()
     loaded = load_sweep(sweep_path, overrides)
@@ -40,6 +41,10 @@ def sweep(sweep_path: Path, executor: str, address: str | None, only: tuple[str,
         for row in rows:
             budget = f"  budget {row['budget']}" if row["budget"] else ""
             click.echo(f"{row['run']:<24} {row['status']:<9} {row['output_dir']}{budget}")
+        return
+    if report_only:
+        for path in write_combined_report(loaded, echo=lambda m: click.echo(m, err=True)):
+            click.echo(str(path))
         return
     result = run_sweep(loaded, executor=executor, only=only, address=address,
                        echo=lambda m: click.echo(m, err=True))

@@ -85,8 +85,16 @@ def _record(sweep: Sweep, planned: list[Planned], outcomes: list[Outcome]) -> di
     }
 
 
+#: the small files of each finished run copied beside the report, so that every number in it can be
+#: traced (and the report rebuilt) without the run folders, which hold adapters and checkpoints.
+RUN_RECORD_FILES = ("config.json", "results.json", "metrics.jsonl")
+
+
 def write_combined_report(sweep: Sweep, echo: Callable[[str], None]) -> list[Path]:
-    """``lladapt report`` over every run of the sweep that has finished (in grid order)."""
+    """``lladapt report`` over every run of the sweep that has finished (in grid order), and a
+    copy of each one's :data:`RUN_RECORD_FILES` in ``<report>/runs/<run>/``."""
+    import shutil
+
     from lladapt.api import RESULTS_FILE
     from lladapt.evaluation.report import write_report
 
@@ -97,7 +105,14 @@ def write_combined_report(sweep: Sweep, echo: Callable[[str], None]) -> list[Pat
     charts = importlib.util.find_spec("matplotlib") is not None
     if not charts:
         echo("matplotlib is not installed: the report has tables only (pip install 'lladapt[report]')")
-    return write_report(finished, sweep.report_dir, charts=charts)
+    written = write_report(finished, sweep.report_dir, charts=charts)
+    for folder in finished:
+        copy = sweep.report_dir / "runs" / folder.name
+        copy.mkdir(parents=True, exist_ok=True)
+        for name in RUN_RECORD_FILES:
+            if (folder / name).is_file():
+                shutil.copyfile(folder / name, copy / name)
+    return written
 
 
 def run_sweep(
