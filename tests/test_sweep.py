@@ -60,10 +60,12 @@ def test_grid_expands_to_the_product_with_names_and_folders(tmp_path):
         "base": {"model": "llama-7b", "adapter": {"name": "lora"}},
         "grid": {
             "adapter": {"lora": {"adapter": {"name": "lora", "r": 8}},
-                        "series": {"adapter": {"name": "series", "bottleneck_size": 64}, "placement": "mlp"}},
+                        "series": {"adapter": {"name": "series", "bottleneck_size": 64}, "placement": "mlp",
+                                   "resources": {"num_gpus": 1}}},
             "train.seed": [1, 2],
             "train.epochs": [3],  # one value: not in the names
         },
+        "resources": {"num_cpus": 2},
     })
     loaded = load_sweep(sweep)
     assert [r.name for r in loaded.runs] == ["lora_seed-1", "lora_seed-2", "series_seed-1", "series_seed-2"]
@@ -73,6 +75,13 @@ def test_grid_expands_to_the_product_with_names_and_folders(tmp_path):
     assert series2.config.placement.name == "mlp"
     assert (series2.config.train.seed, series2.config.train.epochs) == (2, 3)
     assert loaded.runs[0].config.adapter.options.r == 8 and loaded.runs[0].config.placement is None
+    # a variant's resources are what its runs ask of the executor, not config
+    assert [(r.resources.num_cpus, r.resources.num_gpus) for r in loaded.runs] == [(2, 0), (2, 0), (2, 1), (2, 1)]
+    assert "resources" not in series2.data
+    data = yaml.safe_load(sweep.read_text())
+    data["grid"]["adapter"]["series"]["resources"] = {"num_gpu": 1}
+    with pytest.raises(ConfigError, match=r"series_seed-1.resources.num_gpu: unknown key"):
+        load_sweep(_write(sweep, data))
 
 
 def test_every_invalid_run_is_named_before_anything_runs(tmp_path):

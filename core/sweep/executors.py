@@ -32,7 +32,13 @@ class Job:
     log_path: str
     resume: bool
     cwd: str
-    threads: int | None = None
+    #: CPUs (also the run's torch threads) and GPUs the run asks for; None: the executor's default.
+    num_cpus: float | None = None
+    num_gpus: float = 0
+
+    @property
+    def threads(self) -> int | None:
+        return max(1, int(self.num_cpus)) if self.num_cpus else None
 
 
 @dataclass(frozen=True)
@@ -79,10 +85,9 @@ def _said(outcome: Outcome, echo: Report) -> Outcome:
     return outcome
 
 
-def run_ray(jobs: Sequence[Job], echo: Report, *, num_cpus: float | None = None, num_gpus: float = 0,
-            address: str | None = None, **_: Any) -> list[Outcome]:
-    """Each job a Ray task asking for ``num_cpus`` (default 1) and ``num_gpus``; connects to the
-    cluster at ``address`` (else ``RAY_ADDRESS``, else starts a local instance for the sweep)."""
+def run_ray(jobs: Sequence[Job], echo: Report, *, address: str | None = None, **_: Any) -> list[Outcome]:
+    """Each job a Ray task asking for its ``num_cpus`` (default 1) and ``num_gpus``; connects to
+    the cluster at ``address`` (else ``RAY_ADDRESS``, else starts a local instance for the sweep)."""
     try:
         import ray
     except ModuleNotFoundError:
@@ -92,8 +97,8 @@ def run_ray(jobs: Sequence[Job], echo: Report, *, num_cpus: float | None = None,
         ray.init(address=address, include_dashboard=False, log_to_driver=False,
                  configure_logging=False)
     try:
-        task = ray.remote(num_cpus=num_cpus or 1, num_gpus=num_gpus, max_retries=0)(execute)
-        pending = {task.remote(job): job for job in jobs}
+        task = ray.remote(max_retries=0)(execute)
+        pending = {task.options(num_cpus=job.num_cpus or 1, num_gpus=job.num_gpus).remote(job): job for job in jobs}
         for job in jobs:
             echo(f"{job.name}: submitted to Ray ({'resume' if job.resume else 'start'}; log: {job.log_path})")
         outcomes: dict[str, Outcome] = {}

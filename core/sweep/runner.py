@@ -77,7 +77,7 @@ def _record(sweep: Sweep, planned: list[Planned], outcomes: list[Outcome]) -> di
         "name": sweep.spec.name,
         "runs": [
             {"name": p.run.name, "output_dir": str(p.run.output_dir), "status_before": p.status,
-             "budget": p.run.budget,
+             "budget": p.run.budget, "resources": p.run.resources.model_dump(),
              "outcome": None if p.run.name not in by_name else {
                  "returncode": by_name[p.run.name].returncode, "seconds": by_name[p.run.name].seconds}}
             for p in planned
@@ -137,16 +137,14 @@ def run_sweep(
         _write_json(config_path, item.run.data)
         log_path = out / "logs" / f"{item.run.name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        cpus = sweep.spec.resources.num_cpus
+        resources = item.run.resources
         jobs.append(Job(item.run.name, str(config_path.resolve()), str(log_path.resolve()),
                         resume=item.status == "partial", cwd=str(Path.cwd()),
-                        threads=max(1, int(cpus)) if cpus else None))
+                        num_cpus=resources.num_cpus, num_gpus=resources.num_gpus))
     result = SweepResult(planned)
     _write_json(out / SWEEP_FILE, _record(sweep, planned, []))
     if jobs:
-        resources = sweep.spec.resources
-        result.outcomes = EXECUTORS[executor](jobs, echo, num_cpus=resources.num_cpus,
-                                              num_gpus=resources.num_gpus, address=address)
+        result.outcomes = EXECUTORS[executor](jobs, echo, address=address)
     _write_json(out / SWEEP_FILE, _record(sweep, planned, result.outcomes))
     result.report = write_combined_report(sweep, echo)
     return result

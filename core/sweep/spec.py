@@ -3,7 +3,8 @@
 A sweep is a base run config and a grid. Each grid axis is either
 
 * a dotted config key with a list of values (``train.seed: [1, 2]``), or
-* a name with named variants, each a config fragment merged into the base
+* a name with named variants, each a config fragment merged into the base (a ``resources`` key
+  in a fragment is not config: it updates what that variant's runs ask of the executor)
   (``adapter: {lora: {adapter: {name: lora, r: 8}}, series: {...}}``; ``null`` removes a
   section, lists replace lists, mappings merge key by key, a section naming another component
   replaces the base's; keys inside a fragment may be dotted).
@@ -73,6 +74,8 @@ class PlannedRun:
     config: RunConfig | None = None
     #: budget matching: ``{"option": "adapter.r", "value": 12, "trainable": 1_010_000}``.
     budget: dict[str, Any] | None = None
+    #: what the run asks of the executor: the sweep's ``resources``, updated by its variants'.
+    resources: Resources = field(default_factory=lambda: Resources())
 
     @property
     def output_dir(self) -> Path:
@@ -147,14 +150,29 @@ def expand(spec: SweepFile, base: Mapping[str, Any]) -> list[PlannedRun]:
     for combo in itertools.product(*(choices for _, choices in axes)):
         data = dict(base)
         labels = []
+        resources = spec.resources.model_dump()
         for (_, choices), choice in zip(axes, combo, strict=True):
-            data = merge(data, choice.fragment)
+            fragment = dict(choice.fragment)
+            resources.update(fragment.pop(RESOURCES_KEY, None) or {})
+            data = merge(data, fragment)
             if len(choices) > 1:
                 labels.append(choice.label)
         name = "_".join(labels) or (combo[0].label if combo else "run")
         data["output_dir"] = str(spec.output_dir / name)
-        runs.append(PlannedRun(name, data))
+        runs.append(PlannedRun(name, data, resources=_resources(name, resources)))
     return runs
+
+
+#: a variant's key for the resources its runs ask for (not part of the run config).
+RESOURCES_KEY = "resources"
+
+
+def _resources(name: str, values: dict[str, Any]) -> Resources:
+    try:
+        return Resources.model_validate(values)
+    except ValidationError as exc:
+        raise ConfigError([ErrorItem(f"{name}.resources.{e.path}", e.message)
+                           for e in errors_from_validation(exc, Resources)]) from None
 
 
 def _read_spec(path: Path) -> SweepFile:
@@ -181,7 +199,10 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> Sweep:
     path = Path(path)
     spec = _read_spec(path)
     base = _base(spec, path)
-    runs = expand(spec, base)
+    try:
+        runs = expand(spec, base)
+    except ConfigError as exc:
+        raise ConfigError(exc.errors, source=str(path)) from None
     names = [r.name for r in runs]
     errors = [ErrorItem("grid", f"two runs are both named '{n}'") for n in sorted({n for n in names if names.count(n) > 1})]
     if not runs:
