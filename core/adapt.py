@@ -372,8 +372,17 @@ class AdaptedModel(nn.Module):
     def adapter_state_dict(self) -> dict[str, torch.Tensor]:
         return {name: t.detach() for name, t in self.named_adapter_tensors()}
 
-    def num_parameters(self, trainable_only: bool = False) -> int:
-        """All parameters (base + adapter), or only the trainable ones (the adapter's)."""
+    def num_parameters(self, trainable_only: bool = False, *, only_trainable: bool | None = None,
+                       exclude_embeddings: bool = False) -> int:
+        """All parameters (base + adapter), or only the trainable ones (the adapter's).
+
+        ``only_trainable`` and ``exclude_embeddings`` are the arguments of transformers'
+        ``PreTrainedModel.num_parameters`` (its ``Trainer`` calls it for the FLOP count), so an
+        adapted model can stand in for a transformers model there."""
+        if only_trainable is not None:
+            trainable_only = only_trainable
+        if exclude_embeddings:
+            return self.base_model.num_parameters(only_trainable=trainable_only, exclude_embeddings=True)
         return count_module_parameters(self.base_model, trainable_only=trainable_only)
 
     def parameter_counts(self) -> dict[str, Any]:

@@ -209,6 +209,11 @@ def test_counts_and_freezing():
     assert adapted.num_parameters() == base + adapted.num_parameters(trainable_only=True)
     counts = adapted.parameter_counts()
     assert counts["base"] == base and 0 < counts["trainable_percent"] < 100
+    # transformers' spelling, which its Trainer calls for the FLOP count
+    assert adapted.num_parameters(only_trainable=True) == 2 * 4 * ((64 + 64) + (64 + 32))
+    embeddings = adapted.base_model.get_input_embeddings().weight.numel()
+    assert adapted.num_parameters(exclude_embeddings=True) == adapted.num_parameters() - embeddings
+    assert adapted.num_parameters(only_trainable=True, exclude_embeddings=True) == 2 * 4 * ((64 + 64) + (64 + 32))
     assert not any(p.requires_grad for n, p in adapted.named_parameters() if "lora_" not in n)
 
 

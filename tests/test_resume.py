@@ -87,8 +87,10 @@ def test_sigkill_after_a_checkpoint_then_resume_gives_the_same_adapter(stories26
     assert any(m.startswith("resuming from") for m in messages)
     diff = _max_diff(_adapter(out), uninterrupted)
     assert diff <= 1e-6, f"killed after step {at}: max |diff| {diff}"
-    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert steps == list(range(1, 9))  # the steps logged after the checkpoint are logged once
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, 9))  # the steps after the checkpoint are logged once
+    seconds = [r["seconds"] for r in records]  # the clock goes on from the checkpoint's
+    assert seconds == sorted(seconds) and results["train"]["seconds"] >= seconds[-1]
 
 
 def test_sigkill_while_writing_a_checkpoint_keeps_the_previous_one(stories260k, tmp_path, uninterrupted):

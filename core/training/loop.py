@@ -238,6 +238,7 @@ def train(
                 "best_val": None if math.isinf(best_val) else best_val, "tokens": tokens_seen,
                 "real": real_total, "padded": padded_total, "config": dict(run_config or {}),
                 "window": [window.loss, window.tokens, window.real, window.padded],
+                "seconds": time.perf_counter() - started,
             }
             path = ckpt.save_checkpoint(checkpoint_dir, step, model=model, optimizer=optimizer, scaler=precision,
                                         scheduler=scheduler, state=state, save_adapter=save, best=best,
@@ -268,7 +269,8 @@ def train(
     window = _Window()
     if result.resumed_from is not None:
         window.add(*found.state["window"])
-    started = time.perf_counter()
+    # seconds of training before an interruption count: the clock starts where the checkpoint's stopped
+    started = time.perf_counter() - (found.state.get("seconds", 0.0) if result.resumed_from is not None else 0.0)
     step = start_step - 1
     with StopSignals() as stop, Progress(
         settings.progress if main else "none", steps, echo=echo, metrics=metrics if main else None
