@@ -306,3 +306,15 @@ def test_a_failed_run_fails_the_sweep_and_names_its_log(tmp_path, stories260k):
     assert "Error: " in log and str(model) in log
     assert os.path.basename(result.failed[0].log_path) == "lora.log"
     assert result.report == []
+
+
+def test_the_ray_executor_without_ray_says_how_to_install_it(tmp_path, monkeypatch):
+    import sys
+
+    from lladapt.sweep.executors import Job, run_ray
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails as when it is not installed
+    job = Job("a", str(tmp_path / "a.json"), str(tmp_path / "a.log"), resume=False, cwd=str(tmp_path))
+    with pytest.raises(LladaptError, match=r"--executor ray needs Ray: pip install 'lladapt\[ray\]'"):
+        run_ray([job], echo=lambda _: None)
+    assert not (tmp_path / "a.log").exists()
