@@ -318,3 +318,27 @@ def test_the_ray_executor_without_ray_says_how_to_install_it(tmp_path, monkeypat
     with pytest.raises(LladaptError, match=r"--executor ray needs Ray: pip install 'lladapt\[ray\]'"):
         run_ray([job], echo=lambda _: None)
     assert not (tmp_path / "a.log").exists()
+
+
+def test_the_documented_example_and_the_paper_sweep_load(tmp_path):
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    page = (docs / "sweeps.md").read_text()
+    example = page.split("```yaml\n", 1)[1].split("```", 1)[0]
+    # on the llama-7b preset (meta device, no download): budgets are exact multiples there
+    loaded = load_sweep(_write(tmp_path / "example.yaml", yaml.safe_load(example)), ["model=llama-7b"])
+    assert [r.name for r in loaded.runs] == ["untrained_seed-1", "untrained_seed-2", "lora_seed-1", "lora_seed-2",
+                                             "series_seed-1", "series_seed-2"]
+    budgets = {r.name: r.budget for r in loaded.runs}
+    assert budgets["untrained_seed-1"] is None
+    assert (budgets["lora_seed-1"]["value"], budgets["lora_seed-1"]["trainable"]) == (4, 2_097_152)
+    assert (budgets["series_seed-2"]["value"], budgets["series_seed-2"]["trainable"]) == (8, 2_097_152)
+
+    paper = load_sweep(docs / "examples" / "paper-v1-smollm2.yaml", ["model=llama-7b"])
+    assert [r.name for r in paper.runs] == ["lora", "series", "parallel", "prefix", "untrained"]
+    runs = {r.name: r.config for r in paper.runs}
+    assert runs["untrained"].adapter is None and runs["untrained"].data.train == []
+    assert runs["prefix"].train.learning_rate == 3e-2 and runs["lora"].train.learning_rate == 3e-4
+    assert [d.name for d in runs["lora"].eval.datasets] == ["addsub", "multiarith", "singleeq", "gsm8k", "aqua", "svamp"]
+    assert runs["lora"].eval.split == "heldout" and runs["lora"].data.train[0].name == "math_data"
