@@ -9,6 +9,8 @@ import io
 import json
 import os
 import shutil
+import sys
+import textwrap
 
 import pytest
 import yaml
@@ -342,3 +344,48 @@ def test_the_documented_example_and_the_paper_sweep_load(tmp_path):
     assert runs["prefix"].train.learning_rate == 3e-2 and runs["lora"].train.learning_rate == 3e-4
     assert [d.name for d in runs["lora"].eval.datasets] == ["addsub", "multiarith", "singleeq", "gsm8k", "aqua", "svamp"]
     assert runs["lora"].eval.split == "heldout" and runs["lora"].data.train[0].name == "math_data"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_run_does_not_outlive_the_process_that_started_it(tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    # a stand-in for the sweep (or Ray worker): starts a child through lladapt.sweep.child, then
+    # is SIGKILLed; the child gets SIGTERM from the kernel and stops.
+    starter = textwrap.dedent(f"""
+        import os, subprocess, sys, time
+        child = subprocess.Popen([sys.executable, "-c", "import sys; from lladapt.sweep.child import tie_to_parent; "
+                                  "import os, time; assert tie_to_parent(os.getppid()); "
+                                  "open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(120)",
+                                  {str(tmp_path / "pid")!r}])
+        time.sleep(120)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", starter])
+    pid_file = tmp_path / "pid"
+    for _ in range(200):
+        if pid_file.is_file() and pid_file.read_text():
+            break
+        time.sleep(0.05)
+    child = int(pid_file.read_text())
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    for _ in range(100):
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(child, signal.SIGKILL)
+        pytest.fail("the child outlived its starter")
+
+
+def test_a_child_whose_starter_is_gone_does_not_start(capsys):
+    from lladapt.sweep import child
+
+    with pytest.raises(SystemExit) as info:
+        child.main([str(os.getppid() + 10**6), "--version"])
+    assert info.value.code == child.ORPHANED
+    assert "is gone; not starting" in capsys.readouterr().err

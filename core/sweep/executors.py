@@ -2,9 +2,10 @@
 (``ray``, the optional ``ray`` extra) that a Ray cluster schedules on its machines by the CPUs and
 GPUs each run asks for.
 
-Either way a run is the command ``python -m lladapt run CONFIG [--resume]`` in a process of its
-own (its memory is returned when it ends; a crash fails that run, not the sweep), its output
-appended to ``<sweep output_dir>/logs/<run>.log``. On a cluster of several machines the sweep's
+Either way a run is the command ``lladapt run CONFIG [--resume]`` in a process of its own (its
+memory is returned when it ends; a crash fails that run, not the sweep), its output appended to
+``<sweep output_dir>/logs/<run>.log``, started through :mod:`lladapt.sweep.child` so that it does
+not outlive the process that started it. On a cluster of several machines the sweep's
 folders must be on storage every machine sees at the same path.
 """
 
@@ -55,7 +56,9 @@ class Outcome:
 
 def execute(job: Job) -> Outcome:
     """Run one job to its end in a subprocess; never raises for the run's own failure."""
-    command = [sys.executable, "-m", "lladapt", "run", job.config_path, *(["--resume"] if job.resume else [])]
+    # through lladapt.sweep.child: the run stops (checkpoint, exit) when this process dies
+    command = [sys.executable, "-m", "lladapt.sweep.child", str(os.getpid()), "run", job.config_path,
+               *(["--resume"] if job.resume else [])]
     env = dict(os.environ)
     if job.threads:
         env["OMP_NUM_THREADS"] = str(job.threads)
