@@ -14,6 +14,7 @@ from typing import IO, Any
 
 from lladapt.errors import LladaptError
 from lladapt.fileio import write_json_atomic
+from lladapt.nested import differences
 
 
 def prompt_hash(prompt: str) -> str:
@@ -22,15 +23,6 @@ def prompt_hash(prompt: str) -> str:
 
 def settings_hash(settings: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _differences(old: Any, new: Any, path: str = "") -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        out: list[str] = []
-        for key in sorted(set(old) | set(new)):
-            out += _differences(old.get(key), new.get(key), f"{path}.{key}" if path else key)
-        return out
-    return [] if old == new else [f"{path}: {json.dumps(old, default=str)} -> {json.dumps(new, default=str)}"]
 
 
 class PredictionStore:
@@ -78,7 +70,8 @@ class PredictionStore:
         except FileNotFoundError:
             old = None
         if old != self.settings:
-            changes = _differences(old, self.settings) if isinstance(old, dict) else ["(no settings file)"]
+            changes = [f"{key}: {json.dumps(a, default=str)} -> {json.dumps(b, default=str)}"
+                       for key, a, b in differences(old, self.settings)] if isinstance(old, dict) else ["(no settings file)"]
             raise LladaptError(
                 f"{self.path} holds predictions made with other settings, which would give other "
                 "answers; they will not be mixed with new ones:\n  " + "\n  ".join(changes)

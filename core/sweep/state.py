@@ -8,19 +8,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lladapt.errors import LladaptError
+from lladapt.nested import differences
 
 Status = Literal["finished", "partial", "pending"]
 
 __all__ = ["Status", "run_status"]
-
-
-def _differences(saved: Any, planned: Any, prefix: str = "") -> list[str]:
-    if isinstance(saved, dict) and isinstance(planned, dict):
-        out = []
-        for key in sorted(set(saved) | set(planned)):
-            out += _differences(saved.get(key), planned.get(key), f"{prefix}{key}.")
-        return out
-    return [] if saved == planned else [f"{prefix[:-1]}: {saved!r} there, {planned!r} in the sweep"]
 
 
 def run_status(folder: Path, planned: dict[str, Any]) -> Status:
@@ -42,10 +34,10 @@ def run_status(folder: Path, planned: dict[str, Any]) -> Status:
         saved = json.loads(saved_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise LladaptError(f"{saved_path}: not valid JSON ({exc.msg})") from None
-    differences = _differences(saved, planned)
-    if differences:
+    changes = [f"{key}: {a!r} there, {b!r} in the sweep" for key, a, b in differences(saved, planned)]
+    if changes:
         raise LladaptError(
-            f"run folder '{folder}' holds a finished run of another config:\n  " + "\n  ".join(differences)
+            f"run folder '{folder}' holds a finished run of another config:\n  " + "\n  ".join(changes)
             + "\nremove the folder to rerun it, or give the sweep another output_dir"
         )
     return "finished"
