@@ -10,31 +10,35 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
-import torch
 from pydantic import Field, PositiveInt, field_validator
-from torch import nn
 
 from lladapt import Adapter, AdapterError, ComponentConfig, Layout, Site
-from lladapt.plugins.adapters.linear_hooks import HostedBranch, install_branch, new_linear
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from lladapt.plugins.adapters.linear_hooks import HostedBranch
 
 __all__ = ["ACTIVATIONS", "BottleneckAdapter", "BottleneckBranch", "BottleneckConfig"]
 
-#: non-linearity name -> module factory (the names of transformers' ``ACT2FN`` that the paper's
-#: code accepted; ``gelu`` is the exact erf form, ``gelu_new`` the tanh approximation).
-ACTIVATIONS: dict[str, type[nn.Module] | tuple[type[nn.Module], dict]] = {
-    "tanh": nn.Tanh,
-    "relu": nn.ReLU,
-    "gelu": nn.GELU,
-    "gelu_new": (nn.GELU, {"approximate": "tanh"}),
-    "silu": nn.SiLU,
-    "swish": nn.SiLU,
-    "sigmoid": nn.Sigmoid,
-    "leaky_relu": nn.LeakyReLU,
-    "mish": nn.Mish,
-    "elu": nn.ELU,
-    "identity": nn.Identity,
+#: non-linearity name -> the ``torch.nn`` module that computes it, and its arguments (the names of
+#: transformers' ``ACT2FN`` that the paper's code accepted; ``gelu`` is the exact erf form,
+#: ``gelu_new`` the tanh approximation). Class names, so that importing this module needs no torch.
+ACTIVATIONS: dict[str, tuple[str, dict]] = {
+    "tanh": ("Tanh", {}),
+    "relu": ("ReLU", {}),
+    "gelu": ("GELU", {}),
+    "gelu_new": ("GELU", {"approximate": "tanh"}),
+    "silu": ("SiLU", {}),
+    "swish": ("SiLU", {}),
+    "sigmoid": ("Sigmoid", {}),
+    "leaky_relu": ("LeakyReLU", {}),
+    "mish": ("Mish", {}),
+    "elu": ("ELU", {}),
+    "identity": ("Identity", {}),
 }
 
 NonLinearity = Literal[
@@ -44,9 +48,10 @@ NonLinearity = Literal[
 
 
 def activation(name: str) -> nn.Module:
-    factory = ACTIVATIONS[name]
-    cls, kwargs = factory if isinstance(factory, tuple) else (factory, {})
-    return cls(**kwargs)
+    from torch import nn
+
+    cls, kwargs = ACTIVATIONS[name]
+    return getattr(nn, cls)(**kwargs)
 
 
 class BottleneckConfig(ComponentConfig):
@@ -113,6 +118,11 @@ class BottleneckAdapter(Adapter):
         return (source or host).in_features, host.out_features
 
     def attach(self, model: nn.Module, layout: Layout, sites: Sequence[Site]) -> None:
+        import torch
+        from torch import nn
+
+        from lladapt.plugins.adapters.linear_hooks import install_branch, new_linear
+
         cfg = self.config
         for site in sites:
             host = model.get_submodule(site.path)
@@ -136,6 +146,9 @@ class BottleneckAdapter(Adapter):
             )
 
     def _initialise(self, down: nn.Linear, up: nn.Linear) -> None:
+        import torch
+        from torch import nn
+
         with torch.no_grad():
             if self.config.init == "bert":
                 down.weight.normal_(mean=0.0, std=0.02)

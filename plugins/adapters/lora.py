@@ -4,21 +4,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
 from pydantic import Field, PositiveFloat, PositiveInt
-from torch import nn
 
 from lladapt import Adapter, AdapterError, ComponentConfig, Layout, Site, hf_compat
-from lladapt.adapt import site_for_path
-from lladapt.adapter_files import from_peft_keys, to_peft_keys
-from lladapt.plugins.adapters.linear_hooks import (
-    HostedBranch,
-    install_branch,
-    is_quantized,
-    new_linear,
-)
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from lladapt.plugins.adapters.linear_hooks import HostedBranch
 
 __all__ = ["LoraAdapter", "LoraBranch", "LoraConfig"]
 
@@ -91,6 +87,11 @@ class LoraAdapter(Adapter):
         return "parallel"
 
     def attach(self, model: nn.Module, layout: Layout, sites: Sequence[Site]) -> None:
+        import torch
+        from torch import nn
+
+        from lladapt.plugins.adapters.linear_hooks import install_branch, new_linear
+
         cfg = self.config
         self._name_or_path = hf_compat.name_or_path(model)
         for site in sites:
@@ -117,6 +118,10 @@ class LoraAdapter(Adapter):
     def merge(self, keep_original: bool = True) -> None:
         """Add ``scaling * B @ A`` to each target weight; ``keep_original`` keeps a copy of the
         weight for an exact :meth:`unmerge`."""
+        import torch
+
+        from lladapt.plugins.adapters.linear_hooks import is_quantized
+
         quantized = [s.path for s, h, _ in self._hosted if is_quantized(h.host)]
         if quantized:
             raise AdapterError(
@@ -138,6 +143,8 @@ class LoraAdapter(Adapter):
     def unmerge(self) -> None:
         """Take the update out again: restores the copy kept by :meth:`merge` (exact), or
         subtracts it (equal up to rounding)."""
+        import torch
+
         with torch.no_grad():
             for _, hosted, branch in self._hosted:
                 host = hosted.host
@@ -159,6 +166,8 @@ class LoraAdapter(Adapter):
     def to_peft(self, state: Mapping[str, torch.Tensor]) -> tuple[dict[str, Any], dict]:
         """PEFT's ``LoraConfig`` fields, targeting exactly the attached modules (full paths, which
         PEFT matches exactly), and the tensors under PEFT's keys."""
+        from lladapt.adapter_files import to_peft_keys
+
         cfg = self.config
         peft_config = {
             "peft_type": "LORA",
@@ -184,6 +193,8 @@ class LoraAdapter(Adapter):
     ) -> dict[str, torch.Tensor]:
         """PEFT's keys back to module paths (``base_model.model.`` off; PEFT < 0.5 files and the
         paper's code use the same keys)."""
+        from lladapt.adapter_files import from_peft_keys
+
         return from_peft_keys(tensors, "a PEFT LoRA file")
 
     @classmethod
@@ -192,6 +203,8 @@ class LoraAdapter(Adapter):
     ) -> tuple[LoraConfig, list[Site]]:
         """The Config and sites of a LoRA folder written by PEFT (or the paper's code): one site
         per module that has a ``lora_A`` tensor."""
+        from lladapt.adapt import site_for_path
+
         unsupported = {
             "use_dora": bool(peft_config.get("use_dora")),
             "rank_pattern": bool(peft_config.get("rank_pattern")),

@@ -10,33 +10,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import torch
 from pydantic import model_validator
 
 from lladapt import AdapterError, Layout
 from lladapt.plugins.adapters.prompt_learning import (
-    PrependedEmbeddings,
     PromptLearningAdapter,
     PromptLearningConfig,
     embeddings_path,
 )
 
-__all__ = ["PromptEmbedding", "PromptTuning"]
+if TYPE_CHECKING:
+    import torch
 
+    from lladapt.plugins.adapters.prompt_encoders import PromptEmbedding
 
-class PromptEmbedding(PrependedEmbeddings):
-    """The soft prompt itself: ``embedding.weight`` is ``[tokens, embedding_dim]`` (PEFT's
-    ``PromptEmbedding`` layout, so it is PEFT's ``prompt_embeddings`` as is)."""
-
-    def __init__(self, num_virtual_tokens: int, embedding_dim: int, *, embeddings_path: str,
-                 device: torch.device | str | None = None, dtype: torch.dtype | None = None):
-        super().__init__(num_virtual_tokens, embeddings_path)
-        self.embedding = torch.nn.Embedding(num_virtual_tokens, embedding_dim, device=device, dtype=dtype)
-
-    def prompts(self) -> torch.Tensor:
-        return self.embedding.weight
+__all__ = ["PromptTuning"]
 
 
 def _repeat_to(ids: list[int], count: int) -> list[int]:
@@ -88,6 +78,10 @@ class PromptTuning(PromptLearningAdapter):
         self.tokenizer: Any = None
 
     def build(self, model: torch.nn.Module, layout: Layout) -> PromptEmbedding:
+        import torch
+
+        from lladapt.plugins.adapters.prompt_encoders import PromptEmbedding
+
         path = embeddings_path(model, layout)
         table = model.get_submodule(path).weight
         tokens = PromptEmbedding(
@@ -102,6 +96,8 @@ class PromptTuning(PromptLearningAdapter):
         return tokens
 
     def _init_token_ids(self, model: torch.nn.Module, vocab_size: int) -> list[int]:
+        import torch
+
         count = self.config.num_virtual_tokens
         if self.config.init_method == "vocab":
             return torch.randint(0, vocab_size, (count,)).tolist()

@@ -11,69 +11,24 @@ inside a template are not modelled.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import torch
 from pydantic import Field, PositiveInt, model_validator
 
 from lladapt import AdapterError, Layout
 from lladapt.plugins.adapters.prompt_learning import (
     MODULE_NAME,
-    PrependedEmbeddings,
     PromptLearningAdapter,
     PromptLearningConfig,
     embeddings_path,
 )
 
-__all__ = ["PTuning", "PromptEncoder"]
+if TYPE_CHECKING:
+    import torch
 
+    from lladapt.plugins.adapters.prompt_encoders import PromptEncoder
 
-class PromptEncoder(PrependedEmbeddings):
-    """``embedding`` (``[tokens, dim]``) fed through ``mlp_head`` (MLP: dim -> h -> h -> dim, ReLU)
-    or through ``lstm_head`` (bidirectional, hidden h) then ``mlp_head`` (2h -> 2h -> dim)."""
-
-    def __init__(
-        self,
-        num_virtual_tokens: int,
-        embedding_dim: int,
-        *,
-        encoder: Literal["mlp", "lstm"],
-        hidden_size: int,
-        lstm_layers: int,
-        dropout: float,
-        embeddings_path: str,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ):
-        super().__init__(num_virtual_tokens, embeddings_path)
-        factory = {"device": device, "dtype": dtype}
-        self.encoder = encoder
-        self.embedding = torch.nn.Embedding(num_virtual_tokens, embedding_dim, **factory)
-        self.lstm_head: torch.nn.LSTM | None = None
-        if encoder == "lstm":
-            self.lstm_head = torch.nn.LSTM(
-                input_size=embedding_dim, hidden_size=hidden_size, num_layers=lstm_layers,
-                dropout=dropout, bidirectional=True, batch_first=True, **factory,
-            )
-            self.mlp_head = torch.nn.Sequential(
-                torch.nn.Linear(2 * hidden_size, 2 * hidden_size, **factory),
-                torch.nn.ReLU(),
-                torch.nn.Linear(2 * hidden_size, embedding_dim, **factory),
-            )
-        else:
-            self.mlp_head = torch.nn.Sequential(
-                torch.nn.Linear(embedding_dim, hidden_size, **factory),
-                torch.nn.ReLU(),
-                torch.nn.Linear(hidden_size, hidden_size, **factory),
-                torch.nn.ReLU(),
-                torch.nn.Linear(hidden_size, embedding_dim, **factory),
-            )
-
-    def prompts(self) -> torch.Tensor:
-        inputs = self.embedding.weight
-        if self.lstm_head is not None:
-            inputs = self.lstm_head(inputs.unsqueeze(0))[0].squeeze(0)
-        return self.mlp_head(inputs)
+__all__ = ["PTuning"]
 
 
 class PTuning(PromptLearningAdapter):
@@ -108,6 +63,8 @@ class PTuning(PromptLearningAdapter):
             return self
 
     def build(self, model: torch.nn.Module, layout: Layout) -> PromptEncoder:
+        from lladapt.plugins.adapters.prompt_encoders import PromptEncoder
+
         cfg = self.config
         path = embeddings_path(model, layout)
         table = model.get_submodule(path).weight
