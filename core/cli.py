@@ -220,7 +220,7 @@ def _load_plugin_commands() -> None:
 
 
 _COMMAND_MODULES = ("lladapt.cli_data", "lladapt.commands.evaluate", "lladapt.commands.report",
-                    "lladapt.commands.sweep")
+                    "lladapt.commands.compare", "lladapt.commands.sweep")
 
 
 def _load_core_commands() -> None:

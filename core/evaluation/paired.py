@@ -1,0 +1,128 @@
+"""Paired comparison of two runs on the same items: which differences in accuracy are more than
+chance.
+
+Two adapters evaluated on the same 805 items are not two independent samples: most items are
+answered alike by both, and only the items where they disagree carry information about which is
+better. The exact McNemar test uses exactly those: with ``b`` items only run A answers correctly
+and ``c`` only run B does, under "equally good" each disagreement goes either way with
+probability 1/2, and the two-sided p-value is ``min(1, 2 * P[Binomial(b + c, 1/2) <= min(b, c)])``.
+
+Items are matched by evaluation entry (``eval/<label>.jsonl``) and index, and must carry the same
+prompt hash in both runs (the same question asked the same way); anything else is refused, naming
+the file and the item.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from math import comb
+from pathlib import Path
+from typing import Any
+
+from lladapt.errors import LladaptError
+
+__all__ = ["PairedResult", "compare_runs", "mcnemar_exact", "read_predictions"]
+
+
+def mcnemar_exact(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar p-value from the two discordant counts."""
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    tail = sum(comb(n, i) for i in range(min(only_a, only_b) + 1))
+    return min(1.0, 2 * tail / 2**n)
+
+
+def read_predictions(run: Path) -> dict[str, dict[int, dict[str, Any]]]:
+    """``label -> index -> record`` from a run folder's ``eval/*.jsonl`` (a last line cut short by
+    a kill is left out, as the evaluator itself does)."""
+    folder = Path(run) / "eval"
+    files = sorted(folder.glob("*.jsonl"))
+    if not files:
+        raise LladaptError(f"{run}: no predictions (expected {folder}/<dataset>.jsonl, written by "
+                           "`lladapt run` or `lladapt eval`)")
+    found: dict[str, dict[int, dict[str, Any]]] = {}
+    for path in files:
+        records: dict[int, dict[str, Any]] = {}
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(keepends=True), 1):
+            if not line.endswith("\n"):
+                break
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise LladaptError(f"{path}, line {number}: not JSON ({exc.msg})") from None
+            if not isinstance(record, dict) or not isinstance(record.get("index"), int) \
+                    or not isinstance(record.get("correct"), bool):
+                raise LladaptError(f"{path}, line {number}: not a prediction record (needs an "
+                                   "integer 'index' and a true/false 'correct')")
+            records[record["index"]] = record
+        found[path.stem] = records
+    return found
+
+
+@dataclass(frozen=True)
+class PairedResult:
+    """One evaluation entry (or ``all``: every common item pooled) compared across two runs."""
+
+    label: str
+    items: int
+    correct_a: int
+    correct_b: int
+    only_a: int
+    only_b: int
+    p_value: float
+
+    @property
+    def accuracy_a(self) -> float:
+        return self.correct_a / self.items if self.items else 0.0
+
+    @property
+    def accuracy_b(self) -> float:
+        return self.correct_b / self.items if self.items else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "accuracy_a": round(self.accuracy_a, 6),
+                "accuracy_b": round(self.accuracy_b, 6)}
+
+
+def _paired(label: str, pairs: Sequence[tuple[bool, bool]]) -> PairedResult:
+    only_a = sum(a and not b for a, b in pairs)
+    only_b = sum(b and not a for a, b in pairs)
+    return PairedResult(label, len(pairs), sum(a for a, _ in pairs), sum(b for _, b in pairs),
+                        only_a, only_b, mcnemar_exact(only_a, only_b))
+
+
+def compare_runs(run_a: Path, run_b: Path) -> dict[str, Any]:
+    """Per evaluation entry both runs have, and pooled over all of them: items, correct answers
+    of each run, the items only one run got right, and the exact McNemar p-value. Entries or
+    items that only one run has are counted under ``unmatched`` and left out of the test."""
+    preds_a, preds_b = read_predictions(run_a), read_predictions(run_b)
+    results: list[PairedResult] = []
+    pooled: list[tuple[bool, bool]] = []
+    unmatched: dict[str, int] = {}
+    for label in sorted(set(preds_a) & set(preds_b)):
+        a, b = preds_a[label], preds_b[label]
+        pairs = []
+        for index in sorted(set(a) & set(b)):
+            if a[index].get("prompt_sha") != b[index].get("prompt_sha"):
+                raise LladaptError(
+                    f"eval/{label}.jsonl item {index} was asked differently in {run_a} and "
+                    f"{run_b} (prompt hash {a[index].get('prompt_sha')} vs "
+                    f"{b[index].get('prompt_sha')}: another dataset file or template); only runs "
+                    "evaluated on the same items can be compared item by item"
+                )
+            pairs.append((a[index]["correct"], b[index]["correct"]))
+        if len(set(a) ^ set(b)):
+            unmatched[label] = len(set(a) ^ set(b))
+        results.append(_paired(label, pairs))
+        pooled.extend(pairs)
+    for label in sorted(set(preds_a) ^ set(preds_b)):
+        unmatched[label] = len(preds_a.get(label) or preds_b.get(label) or {})
+    if not results:
+        raise LladaptError(f"{run_a} and {run_b} have no evaluation entry in common "
+                           f"({', '.join(sorted(preds_a))} vs {', '.join(sorted(preds_b))})")
+    return {"run_a": str(run_a), "run_b": str(run_b),
+            "entries": [r.as_dict() for r in results],
+            "all": _paired("all items", pooled).as_dict(), "unmatched": unmatched}
