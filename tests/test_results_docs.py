@@ -1,0 +1,49 @@
+"""The published results trace to runs: every accuracy in a sweep report under docs/results is the
+one in the committed copy of that run's results.json, and the page that presents a report copies
+its tables unchanged."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
+REPORTS = sorted(p.parent for p in RESULTS.glob("*/report.md"))
+
+
+def _table(text: str) -> tuple[list[str], list[list[str]]]:
+    """The header and rows of the first markdown table in ``text``."""
+    lines = [line for line in text[text.index("| run |"):].splitlines()]
+    rows = []
+    for line in lines[2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return [cell.strip() for cell in lines[0].strip("|").split("|")], rows
+
+
+@pytest.mark.parametrize("report", REPORTS, ids=[p.name for p in REPORTS])
+def test_every_reported_accuracy_is_the_committed_runs(report):
+    header, rows = _table((report / "report.md").read_text())
+    assert rows
+    for row in rows:
+        cells = dict(zip(header, row, strict=True))
+        results = report / "runs" / cells["run"] / "results.json"
+        assert results.is_file(), f"{results} is not committed: the row '{cells['run']}' traces to nothing"
+        evals = {e["label"]: e for e in json.loads(results.read_text())["eval"]}
+        for label, entry in evals.items():
+            assert cells[label] == f"{100 * entry['accuracy']:.1f}", (cells["run"], label)
+        unparsed = sum(e["unparsed"] for e in evals.values())
+        assert cells["unparsed"] == f"{unparsed}/{sum(e['total'] for e in evals.values())}"
+
+
+@pytest.mark.parametrize("report", REPORTS, ids=[p.name for p in REPORTS])
+def test_the_results_page_copies_the_reports_tables(report):
+    page = report.with_suffix(".md")
+    if not page.exists():
+        pytest.skip(f"no page presents {report.name}")
+    tables = (report / "report.md").read_text()
+    tables = tables[tables.index("| run |"):].rstrip()
+    assert tables in page.read_text(), f"{page.name} does not show {report.name}/report.md's tables as they are"
