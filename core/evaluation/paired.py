@@ -14,7 +14,6 @@ the file and the item.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from math import comb
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lladapt.errors import LladaptError
+from lladapt.evaluation.store import read_lines
 
 __all__ = ["PairedResult", "compare_runs", "mcnemar_exact", "read_predictions"]
 
@@ -36,8 +36,8 @@ def mcnemar_exact(only_a: int, only_b: int) -> float:
 
 
 def read_predictions(run: Path) -> dict[str, dict[int, dict[str, Any]]]:
-    """``label -> index -> record`` from a run folder's ``eval/*.jsonl`` (a last line cut short by
-    a kill is left out, as the evaluator itself does)."""
+    """``label -> index -> record`` from a run folder's ``eval/*.jsonl``, read as the evaluator
+    reads them (:func:`lladapt.evaluation.store.read_lines`: a last line cut short is left out)."""
     folder = Path(run) / "eval"
     files = sorted(folder.glob("*.jsonl"))
     if not files:
@@ -46,13 +46,7 @@ def read_predictions(run: Path) -> dict[str, dict[int, dict[str, Any]]]:
     found: dict[str, dict[int, dict[str, Any]]] = {}
     for path in files:
         records: dict[int, dict[str, Any]] = {}
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(keepends=True), 1):
-            if not line.endswith("\n"):
-                break
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise LladaptError(f"{path}, line {number}: not JSON ({exc.msg})") from None
+        for number, _, record in read_lines(path):
             if not isinstance(record, dict) or not isinstance(record.get("index"), int) \
                     or not isinstance(record.get("correct"), bool):
                 raise LladaptError(f"{path}, line {number}: not a prediction record (needs an "
@@ -64,7 +58,7 @@ def read_predictions(run: Path) -> dict[str, dict[int, dict[str, Any]]]:
 
 @dataclass(frozen=True)
 class PairedResult:
-    """One evaluation entry (or ``all``: every common item pooled) compared across two runs."""
+    """One evaluation entry (or ``all items``: every common item pooled) compared across two runs."""
 
     label: str
     items: int
@@ -114,8 +108,8 @@ def compare_runs(run_a: Path, run_b: Path) -> dict[str, Any]:
                     "evaluated on the same items can be compared item by item"
                 )
             pairs.append((a[index]["correct"], b[index]["correct"]))
-        if len(set(a) ^ set(b)):
-            unmatched[label] = len(set(a) ^ set(b))
+        if one_sided := set(a) ^ set(b):
+            unmatched[label] = len(one_sided)
         results.append(_paired(label, pairs))
         pooled.extend(pairs)
     for label in sorted(set(preds_a) ^ set(preds_b)):

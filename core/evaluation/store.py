@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -23,6 +23,20 @@ def prompt_hash(prompt: str) -> str:
 
 def settings_hash(settings: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def read_lines(path: Path) -> Iterator[tuple[int, bytes, Any]]:
+    """``(line number, raw line, parsed JSON)`` for each complete line of a predictions file; a
+    last line cut short by a kill (no newline) ends the file. A line that is not JSON is an error
+    naming the file and line."""
+    with Path(path).open("rb") as fh:
+        for number, raw in enumerate(fh, 1):
+            if not raw.endswith(b"\n"):
+                return  # the last write was interrupted
+            try:
+                yield number, raw, json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise LladaptError(f"{path}, line {number}: not JSON ({exc.msg})") from None
 
 
 class PredictionStore:
@@ -48,17 +62,10 @@ class PredictionStore:
         self._check_settings()
         done: dict[int, dict[str, Any]] = {}
         good_bytes = 0
-        with self.path.open("rb") as fh:
-            for number, raw in enumerate(fh, 1):
-                if not raw.endswith(b"\n"):
-                    break  # the last write was interrupted
-                try:
-                    record = json.loads(raw)
-                except json.JSONDecodeError as exc:
-                    raise LladaptError(f"{self.path}, line {number}: not JSON ({exc.msg})") from None
-                self._check_record(record, prompts, number)
-                done[record["index"]] = record
-                good_bytes += len(raw)
+        for number, raw, record in read_lines(self.path):
+            self._check_record(record, prompts, number)
+            done[record["index"]] = record
+            good_bytes += len(raw)
         if good_bytes != self.path.stat().st_size:
             with self.path.open("r+b") as fh:
                 fh.truncate(good_bytes)
