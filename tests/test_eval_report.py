@@ -34,6 +34,13 @@ def _invoke(*args):
     return CliRunner().invoke(cli, ["report", *map(str, args)])
 
 
+def _tables(out, *runs):
+    """``lladapt report RUNS --out OUT --no-charts``, which must succeed: its output and report.md."""
+    result = _invoke(*runs, "--out", out, "--no-charts")
+    assert result.exit_code == 0, result.output
+    return result.output, (out / "report.md").read_text()
+
+
 def test_report_over_two_runs_writes_the_table_and_charts(tmp_path):
     lora = _run_folder(tmp_path / "lora", "lora", [("addsub", "addsub-test", 30, 40, 2),
                                                     ("gsm8k", "gsm8k-test", 10, 40, 5)],
@@ -110,12 +117,54 @@ def test_report_gives_the_cost_of_each_run(tmp_path):
     results["eval"].append({**results["eval"][0], "dataset": "svamp", "label": "svamp-test", "seconds": 30.0})
     (trained / "results.json").write_text(json.dumps(results))
     base = _run_folder(tmp_path / "base", None, [("addsub", "addsub-test", 1, 4, 0)])
-    result = _invoke(trained, base, "--out", tmp_path / "rep", "--no-charts")
-    assert result.exit_code == 0, result.output
-    md = (tmp_path / "rep" / "report.md").read_text()
+    _, md = _tables(tmp_path / "rep", trained, base)
     assert "| run | train steps | train s | final loss | eval s |" in md
     assert "| lora | 204 | 1523 | 0.4123 | 90 |" in md
     assert "| base | - | - | - | - |" in md
     rows = list(csv.DictReader(io.StringIO((tmp_path / "rep" / "report.csv").read_text())))
     assert (rows[0]["train_steps"], rows[0]["train_seconds"], rows[0]["eval_seconds"]) == ("204", "1523", "90")
     assert rows[1]["train_seconds"] == "" and rows[1]["eval_seconds"] == ""
+
+
+def _predictions(run, label, correct, sha="q"):
+    """eval/<label>.jsonl with one record per item: index, correct, prompt hash."""
+    (run / "eval").mkdir(exist_ok=True)
+    (run / "eval" / f"{label}.jsonl").write_text("".join(
+        json.dumps({"index": i, "correct": c, "prompt_sha": f"{sha}{i}"}) + "\n" for i, c in enumerate(correct)))
+
+
+def test_report_compares_every_pair_of_runs_item_by_item(tmp_path):
+    runs = {}
+    for name, addsub in (("lora", [True] * 8 + [False] * 2), ("series", [True] * 2 + [False] * 8),
+                         ("base", [False] * 10)):
+        runs[name] = _run_folder(tmp_path / name, name, [("addsub", "addsub-test", sum(addsub), 10, 0)])
+        _predictions(runs[name], "addsub-test", addsub)
+    _predictions(runs["lora"], "gsm8k-test", [True, False])
+    _predictions(runs["series"], "gsm8k-test", [True, True])
+    no_predictions = _run_folder(tmp_path / "old", "lora", [("addsub", "addsub-test", 1, 10, 0)])
+    output, md = _tables(tmp_path / "rep", *runs.values(), no_predictions)
+    assert "| A vs B | items | A % | B % | only A right | only B right | p (exact McNemar) | entries with p < 0.05 (p) |" in md
+    # lora vs series: 6 items only lora got right on addsub (p = 2/64), 1 only series on gsm8k
+    assert "| lora vs series | 12 | 75.0 | 33.3 | 6 | 1 | 0.125 | addsub-test (0.031) |" in md
+    assert "| lora vs base | 10 | 80.0 | 0.0 | 8 | 0 | 0.008 | addsub-test (0.008) |" in md
+    assert "| series vs base | 10 | 20.0 | 0.0 | 2 | 0 | 0.500 | none |" in md
+    assert "- old: left out (" in md and "old: no predictions" in md
+    pairs = json.loads((tmp_path / "rep" / "paired.json").read_text())["pairs"]
+    assert [(p["run_a"], p["run_b"]) for p in pairs] == [
+        (str(runs["lora"]), str(runs["series"])), (str(runs["lora"]), str(runs["base"])),
+        (str(runs["series"]), str(runs["base"]))]
+    assert pairs[1]["unmatched"] == {"gsm8k-test": 2}
+    assert str(tmp_path / "rep" / "paired.json") in output.split()
+
+
+def test_report_notes_runs_asked_differently_and_still_writes(tmp_path):
+    a = _run_folder(tmp_path / "a", "lora", [("addsub", "addsub-test", 1, 2, 0)])
+    b = _run_folder(tmp_path / "b", "lora", [("addsub", "addsub-test", 1, 2, 0)])
+    _predictions(a, "addsub-test", [True, False])
+    _predictions(b, "addsub-test", [True, False], sha="other")
+    (tmp_path / "rep").mkdir()
+    (tmp_path / "rep" / "paired.json").write_text("{}")  # an earlier report's
+    _, md = _tables(tmp_path / "rep", a, b)
+    assert "| A vs B |" not in md
+    assert "- a vs b: not compared (eval/addsub-test.jsonl item 0 was asked differently" in md
+    assert not (tmp_path / "rep" / "paired.json").exists()

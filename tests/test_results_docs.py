@@ -39,11 +39,36 @@ def test_every_reported_accuracy_is_the_committed_runs(report):
         assert cells["unparsed"] == f"{unparsed}/{sum(e['total'] for e in evals.values())}"
 
 
+def _tables(text: str) -> list[str]:
+    """Each markdown table in ``text`` (its consecutive lines that start with '|')."""
+    tables, current = [], []
+    for line in [*text.splitlines(), ""]:
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            tables.append("\n".join(current))
+            current = []
+    return tables
+
+
 @pytest.mark.parametrize("report", REPORTS, ids=[p.name for p in REPORTS])
 def test_the_results_page_copies_the_reports_tables(report):
     page = report.with_suffix(".md")
     if not page.exists():
         pytest.skip(f"no page presents {report.name}")
-    tables = (report / "report.md").read_text()
-    tables = tables[tables.index("| run |"):].rstrip()
-    assert tables in page.read_text(), f"{page.name} does not show {report.name}/report.md's tables as they are"
+    shown = page.read_text()
+    tables = _tables((report / "report.md").read_text())
+    assert tables
+    for table in tables:
+        assert table in shown, f"{page.name} does not show this table of {report.name}/report.md as it is:\n{table}"
+
+
+@pytest.mark.parametrize("report", REPORTS, ids=[p.name for p in REPORTS])
+def test_the_paired_table_is_the_committed_comparisons(report):
+    from lladapt.evaluation.paired import pairs_markdown
+
+    if not (report / "paired.json").is_file():
+        pytest.skip(f"{report.name} has no paired comparisons")
+    pairs = json.loads((report / "paired.json").read_text())["pairs"]
+    assert pairs
+    assert pairs_markdown(pairs) in (report / "report.md").read_text()

@@ -232,6 +232,9 @@ def test_local_sweep_runs_every_run_and_reports(local_sweep):
     _finished(out / "series", "series")
     md = (out / "report" / "report.md").read_text()
     assert "| lora | stories260k | lora |" in md and "| series | stories260k | series |" in md
+    assert "| lora vs series | " in md  # the two runs compared item by item
+    pairs = json.loads((out / "report" / "paired.json").read_text())["pairs"]
+    assert [(p["run_a"], p["run_b"]) for p in pairs] == [(str(out / "lora"), str(out / "series"))]
     record = json.loads((out / "sweep.json").read_text())
     assert [(r["name"], r["status_before"]) for r in record["runs"]] == [("lora", "pending"), ("series", "pending")]
     assert all(r["outcome"]["returncode"] == 0 for r in record["runs"])

@@ -13,10 +13,6 @@ def register(cli: click.Group) -> None:
     cli.add_command(compare)
 
 
-def _p(value: float) -> str:
-    return f"{value:.2g}" if value < 0.001 else f"{value:.3f}"
-
-
 @click.command()
 @click.argument("run_a", metavar="RUN_A", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.argument("run_b", metavar="RUN_B", type=click.Path(file_okay=False, exists=True, path_type=Path))
@@ -26,7 +22,7 @@ def compare(run_a: Path, run_b: Path, as_json: bool) -> None:
     of each, the items only one of them got right, and the exact McNemar p-value (the chance of
     a split at least this uneven if both were equally good). Reads the predictions in each run's
     eval/ folder; items must have been asked the same way in both."""
-    from lladapt.evaluation.paired import compare_runs
+    from lladapt.evaluation.paired import compare_runs, format_p
 
     result = compare_runs(run_a, run_b)
     if as_json:
@@ -38,7 +34,7 @@ def compare(run_a: Path, run_b: Path, as_json: bool) -> None:
     for row in [*result["entries"], result["all"]]:
         click.echo(f"| {row['label']} | {row['items']} | {100 * row['accuracy_a']:.1f} | "
                    f"{100 * row['accuracy_b']:.1f} | {row['only_a']} | {row['only_b']} | "
-                   f"{_p(row['p_value'])} |")
+                   f"{format_p(row['p_value'])} |")
     if result["unmatched"]:
         left = ", ".join(f"{label} {count}" for label, count in result["unmatched"].items())
         click.echo(f"\nItems only one run has, left out: {left}")

@@ -19,9 +19,10 @@ def register(cli: click.Group) -> None:
 @click.option("--no-charts", is_flag=True, help="Write the tables only (no matplotlib needed).")
 def report(run_dirs: tuple[Path, ...], out: Path, no_charts: bool) -> None:
     """A table like the paper's over run folders (rows: model and adapter; columns: datasets,
-    average, trainable parameters, unparsed answers) as Markdown and CSV, and PNG charts of
-    accuracy per dataset and of training/validation loss (needs the `report` extra:
-    matplotlib)."""
+    average, trainable parameters, unparsed answers) as Markdown and CSV; every pair of runs that
+    kept their predictions compared item by item (exact McNemar, as `lladapt compare`), in the
+    Markdown and in paired.json; and PNG charts of accuracy per dataset and of training/validation
+    loss (needs the `report` extra: matplotlib)."""
     from lladapt.evaluation.report import write_report
 
     for path in write_report(list(run_dirs), out, charts=not no_charts):

@@ -23,7 +23,10 @@ from typing import Any
 from lladapt.errors import LladaptError
 from lladapt.evaluation.store import read_lines
 
-__all__ = ["PairedResult", "compare_runs", "mcnemar_exact", "read_predictions"]
+__all__ = ["PairedResult", "compare_all", "compare_runs", "format_p", "mcnemar_exact",
+           "pairs_markdown", "read_predictions"]
+
+Predictions = dict[str, dict[int, dict[str, Any]]]
 
 
 def mcnemar_exact(only_a: int, only_b: int) -> float:
@@ -35,7 +38,12 @@ def mcnemar_exact(only_a: int, only_b: int) -> float:
     return min(1.0, 2 * tail / 2**n)
 
 
-def read_predictions(run: Path) -> dict[str, dict[int, dict[str, Any]]]:
+def format_p(value: float) -> str:
+    """A p-value as the tables print it: three decimals, or two significant digits below 0.001."""
+    return f"{value:.2g}" if value < 0.001 else f"{value:.3f}"
+
+
+def read_predictions(run: Path) -> Predictions:
     """``label -> index -> record`` from a run folder's ``eval/*.jsonl``, read as the evaluator
     reads them (:func:`lladapt.evaluation.store.read_lines`: a last line cut short is left out)."""
     folder = Path(run) / "eval"
@@ -43,7 +51,7 @@ def read_predictions(run: Path) -> dict[str, dict[int, dict[str, Any]]]:
     if not files:
         raise LladaptError(f"{run}: no predictions (expected {folder}/<dataset>.jsonl, written by "
                            "`lladapt run` or `lladapt eval`)")
-    found: dict[str, dict[int, dict[str, Any]]] = {}
+    found: Predictions = {}
     for path in files:
         records: dict[int, dict[str, Any]] = {}
         for number, _, record in read_lines(path):
@@ -92,7 +100,10 @@ def compare_runs(run_a: Path, run_b: Path) -> dict[str, Any]:
     """Per evaluation entry both runs have, and pooled over all of them: items, correct answers
     of each run, the items only one run got right, and the exact McNemar p-value. Entries or
     items that only one run has are counted under ``unmatched`` and left out of the test."""
-    preds_a, preds_b = read_predictions(run_a), read_predictions(run_b)
+    return _compare(run_a, read_predictions(run_a), run_b, read_predictions(run_b))
+
+
+def _compare(run_a: Path, preds_a: Predictions, run_b: Path, preds_b: Predictions) -> dict[str, Any]:
     results: list[PairedResult] = []
     pooled: list[tuple[bool, bool]] = []
     unmatched: dict[str, int] = {}
@@ -120,3 +131,41 @@ def compare_runs(run_a: Path, run_b: Path) -> dict[str, Any]:
     return {"run_a": str(run_a), "run_b": str(run_b),
             "entries": [r.as_dict() for r in results],
             "all": _paired("all items", pooled).as_dict(), "unmatched": unmatched}
+
+
+def compare_all(runs: Sequence[Path]) -> tuple[list[dict[str, Any]], list[str]]:
+    """:func:`compare_runs` for every pair of ``runs`` (in the order given) that have predictions,
+    each run's predictions read once. Returns the comparisons and, instead of failing, a note
+    for each run without predictions and each pair that cannot be compared (no entry in common,
+    items asked differently)."""
+    read: list[tuple[Path, Predictions]] = []
+    notes: list[str] = []
+    for run in runs:
+        try:
+            read.append((Path(run), read_predictions(Path(run))))
+        except LladaptError as exc:
+            notes.append(f"{Path(run).name}: left out ({exc})")
+    results = []
+    for i, (run_a, preds_a) in enumerate(read):
+        for run_b, preds_b in read[i + 1:]:
+            try:
+                results.append(_compare(run_a, preds_a, run_b, preds_b))
+            except LladaptError as exc:
+                notes.append(f"{run_a.name} vs {run_b.name}: not compared ({exc})")
+    return results, notes
+
+
+def pairs_markdown(results: Sequence[dict[str, Any]], *, level: float = 0.05) -> str:
+    """One row per compared pair: pooled items and accuracies, the items only one run got right,
+    the pooled p-value, and the entries whose own p-value is below ``level``."""
+    lines = ["| A vs B | items | A % | B % | only A right | only B right | p (exact McNemar) "
+             f"| entries with p < {level:g} (p) |", "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for result in results:
+        pooled = result["all"]
+        below = [f"{e['label']} ({format_p(e['p_value'])})" for e in result["entries"]
+                 if e["p_value"] < level]
+        lines.append(f"| {Path(result['run_a']).name} vs {Path(result['run_b']).name} | "
+                     f"{pooled['items']} | {100 * pooled['accuracy_a']:.1f} | "
+                     f"{100 * pooled['accuracy_b']:.1f} | {pooled['only_a']} | {pooled['only_b']} | "
+                     f"{format_p(pooled['p_value'])} | {', '.join(below) or 'none'} |")
+    return "\n".join(lines) + "\n"

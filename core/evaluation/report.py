@@ -3,7 +3,10 @@ columns: datasets, then the average; trainable parameters; unparsed answers) as 
 and PNG charts: accuracy per dataset per run, training and validation loss per step.
 
 Reads each run's ``results.json`` and ``metrics.jsonl`` (or the older ``train_log.jsonl``);
-charts need matplotlib (the ``report`` extra)."""
+charts need matplotlib (the ``report`` extra). Where the run folders hold their predictions
+(``eval/*.jsonl``), every pair of runs is also compared item by item
+(:mod:`lladapt.evaluation.paired`): a table in ``report.md`` and each comparison in full in
+``paired.json``."""
 
 from __future__ import annotations
 
@@ -132,7 +135,12 @@ def table_rows(runs: Sequence[RunSummary]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def markdown(runs: Sequence[RunSummary]) -> str:
+def markdown(runs: Sequence[RunSummary], paired: Sequence[dict[str, Any]] = (),
+             paired_notes: Sequence[str] = ()) -> str:
+    """The accuracy table, the cost table, the paired comparisons (when there are any) and the
+    notes."""
+    from lladapt.evaluation.paired import pairs_markdown
+
     header, rows = table_rows(runs)
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(
         "---" if i < 3 else "---:" for i in range(len(header))) + "|"]
@@ -140,7 +148,12 @@ def markdown(runs: Sequence[RunSummary]) -> str:
     text = "Accuracy (%) per evaluation entry; Avg is their mean; unparsed = answers the parser " \
            "could not read / items.\n\n" + "\n".join(lines) + "\n"
     text += "\n" + cost_table(runs)
+    if paired:
+        text += ("\nPaired comparisons (`lladapt compare`) over the items both runs answered, "
+                 "all entries pooled: the items only one run got right and the exact McNemar "
+                 "p-value; in full in paired.json.\n\n" + pairs_markdown(paired))
     notes = [f"- {run.name}: {note}" for run in runs for note in run.notes]
+    notes += [f"- {note}" for note in paired_notes]
     if notes:
         text += "\nNotes:\n\n" + "\n".join(notes) + "\n"
     return text
@@ -232,19 +245,37 @@ def loss_chart(runs: Sequence[RunSummary], path: Path) -> bool:
     return True
 
 
+def _paired(run_dirs: Sequence[Path]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every pair of runs compared item by item; no notes when no run has predictions."""
+    from lladapt.evaluation.paired import compare_all
+
+    if not any((Path(d) / "eval").is_dir() for d in run_dirs):
+        return [], []
+    return compare_all([Path(d) for d in run_dirs])
+
+
 def write_report(run_dirs: Sequence[Path], out: Path, *, charts: bool = True) -> list[Path]:
-    """Write ``report.md``, ``report.csv`` and (with ``charts``) ``accuracy.png`` and
-    ``loss.png`` into ``out``; returns the files written. Every run folder is read (and
-    matplotlib found) before anything is written."""
+    """Write ``report.md``, ``report.csv``, ``paired.json`` (when two runs or more have
+    predictions to compare) and (with ``charts``) ``accuracy.png`` and ``loss.png`` into
+    ``out``; returns the files written. Every run folder is read (and matplotlib found) before
+    anything is written."""
     if not run_dirs:
         raise LladaptError("give at least one run folder")
     runs = [read_run(Path(d)) for d in run_dirs]
+    paired, paired_notes = _paired(run_dirs)
     if charts:
         _figure(1, 1)  # fail now, not after the tables, when matplotlib is missing
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "report.md", out / "report.csv"]
-    written[0].write_text(markdown(runs), encoding="utf-8")
+    written[0].write_text(markdown(runs, paired, paired_notes), encoding="utf-8")
     written[1].write_text(csv_text(runs), encoding="utf-8")
+    if paired:
+        from lladapt.fileio import write_json_atomic
+
+        written.append(out / "paired.json")
+        write_json_atomic(written[-1], {"pairs": paired})
+    elif (out / "paired.json").is_file():
+        (out / "paired.json").unlink()  # from an earlier report: it would no longer match
     if charts:
         accuracy_chart(runs, out / "accuracy.png")
         written.append(out / "accuracy.png")
