@@ -365,3 +365,30 @@ def test_training_on_a_quantized_base_lowers_the_loss(stories260k, bits, adapter
     if adapter["name"] == "lora":
         with pytest.raises(AdapterError, match="cannot merge LoRA into quantized layers"):
             adapted.merge()
+
+
+@pytest.mark.parametrize("name", ["tanh", "relu", "gelu", "gelu_new", "silu", "swish", "sigmoid",
+                                  "leaky_relu", "mish", "elu", "identity"])
+def test_every_non_linearity_a_config_accepts_builds_its_module(name):
+    from torch import nn
+
+    from lladapt.plugins.adapters.bottleneck import BottleneckConfig, activation
+
+    config = BottleneckConfig(non_linearity=name)
+    module = activation(config.non_linearity)
+    x = torch.linspace(-3, 3, 13)
+    expected = {"tanh": torch.tanh, "relu": torch.relu, "gelu": nn.functional.gelu,
+                "gelu_new": lambda t: nn.functional.gelu(t, approximate="tanh"),
+                "silu": nn.functional.silu, "swish": nn.functional.silu, "sigmoid": torch.sigmoid,
+                "leaky_relu": nn.functional.leaky_relu, "mish": nn.functional.mish,
+                "elu": nn.functional.elu, "identity": lambda t: t}[name]
+    torch.testing.assert_close(module(x), expected(x))
+
+
+def test_an_unknown_non_linearity_is_refused_with_the_choices():
+    from pydantic import ValidationError
+
+    from lladapt.plugins.adapters.bottleneck import BottleneckConfig
+
+    with pytest.raises(ValidationError, match=r"Input should be 'tanh', 'relu'.* or 'identity'"):
+        BottleneckConfig(non_linearity="softmax")
