@@ -76,9 +76,17 @@ def test_a_killed_evaluation_resumes_without_recomputing(stories260k, tmp_path, 
     assert resumed["eval"][0]["resumed"] == len(finished)
     assert sorted(r["index"] for r in _lines(predictions)) == list(range(TOTAL))
 
+    # each prediction keeps its share of its batch's time, so a resumed entry's seconds include
+    # the time spent before the kill
+    records = _lines(predictions)
+    assert all(r["seconds"] > 0 for r in records)
+    before_kill = sum(r["seconds"] for r in records if r["index"] in finished)
+    assert resumed["eval"][0]["seconds"] >= round(before_kill, 2)
+
     seen.clear()
     again = evaluate(str(config_file), echo=lambda _: None)  # everything there: nothing to do
     assert seen == [] and again["eval"][0]["resumed"] == TOTAL
+    assert again["eval"][0]["seconds"] >= round(sum(r["seconds"] for r in records), 2) > 0
 
     whole = evaluate(_config(stories260k, tmp_path / "whole"), echo=lambda _: None)
     assert _strip(resumed) == _strip(whole)

@@ -163,17 +163,20 @@ def evaluate_entry(
                    sum(judge(entry.parser, r["response"], examples[i].answer)[1] for i, r in done.items()))
     try:
         for batch in batches:
+            batch_started = time.perf_counter()
             if evaluation.scoring == "loglik":
                 new = _loglik_records(model, tokenizer, entry, prompts, batch, evaluation)
             else:
                 new = _generate_records(model, tokenizer, template, entry, prompts, batch, decoding)
             correct = 0
+            share = (time.perf_counter() - batch_started) / len(new)
             for record in new:
                 ex = examples[record["index"]]
                 prediction, ok = judge(entry.parser, record["response"], ex.answer)
                 correct += ok
                 record.update(prompt_sha=prompt_hash(prompts[record["index"]]), source=ex.source,
-                              answer=ex.answer, prediction=prediction, correct=ok)
+                              answer=ex.answer, prediction=prediction, correct=ok,
+                              seconds=round(share, 4))
                 records[record["index"]] = record
             if store is not None:
                 store.append(sorted(new, key=lambda r: r["index"]))
@@ -193,5 +196,9 @@ def evaluate_entry(
         result.generated_tokens += int(record.get("generated_tokens", 0))
         result.predictions.append(Prediction(i, ex.source, ex.answer, record["response"], prediction,
                                              ok, int(record.get("generated_tokens", 0))))
-    result.seconds = time.perf_counter() - started
+    # this call's time and, for items read back, their share of the time that computed them in
+    # an earlier run: an entry's seconds do not restart at a resume (predictions written before
+    # records carried ``seconds`` count 0).
+    result.seconds = time.perf_counter() - started + sum(
+        float(done[i].get("seconds", 0.0)) for i in done)
     return result
