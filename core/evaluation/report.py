@@ -203,7 +203,7 @@ def _figure(width: float, height: float) -> Any:
 def accuracy_chart(runs: Sequence[RunSummary], path: Path) -> None:
     """Grouped bars: one group per dataset entry (and the average), one bar per run."""
     labels = [*columns(runs), "Avg"]
-    fig = _figure(max(6.0, 1.2 * len(labels) * max(1, len(runs)) / 2 + 2), 4.5)
+    fig = _figure(min(14.0, max(6.0, 1.2 * len(labels) * max(1, len(runs)) / 2 + 2)), 4.5)
     ax = fig.add_subplot()
     width = 0.8 / max(1, len(runs))
     for k, run in enumerate(runs):
