@@ -168,3 +168,22 @@ def test_report_notes_runs_asked_differently_and_still_writes(tmp_path):
     assert "| A vs B |" not in md
     assert "- a vs b: not compared (eval/addsub-test.jsonl item 0 was asked differently" in md
     assert not (tmp_path / "rep" / "paired.json").exists()
+
+
+def test_runs_of_the_same_name_are_told_apart_by_their_folders(tmp_path):
+    from lladapt.evaluation.report import run_labels
+
+    first = _run_folder(tmp_path / "sweep-a" / "lora", "lora", [("addsub", "addsub-test", 1, 2, 0)])
+    second = _run_folder(tmp_path / "sweep-b" / "lora", "lora", [("addsub", "addsub-test", 2, 2, 0)])
+    alone = _run_folder(tmp_path / "sweep-b" / "series", "series", [("addsub", "addsub-test", 0, 2, 0)])
+    for run in (first, second, alone):
+        _predictions(run, "addsub-test", [True, False])
+    assert run_labels([first, second, alone]) == ["sweep-a/lora", "sweep-b/lora", "series"]
+    assert run_labels([tmp_path / "x" / "a" / "r", tmp_path / "y" / "a" / "r"]) == ["x/a/r", "y/a/r"]
+    assert run_labels([first, first]) == ["lora", "lora"]  # one folder twice: nothing tells them apart
+    _, md = _tables(tmp_path / "rep", first, second, alone)
+    assert "| sweep-a/lora | stories260k | lora | 4,480 | 50.0 |" in md
+    assert "| sweep-b/lora | - | - | - | - |" in md  # the cost table
+    assert "| sweep-a/lora vs sweep-b/lora | 2 |" in md and "| sweep-b/lora vs series | 2 |" in md
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "rep" / "report.csv").read_text())))
+    assert [r["run"] for r in rows] == ["sweep-a/lora", "sweep-b/lora", "series"]

@@ -291,7 +291,8 @@ def test_a_ray_sweep_and_the_local_one_combine_in_one_report(local_sweep):
     report = runner.invoke(cli, ["report", *map(str, runs), "--out", str(folder / "all"), "--no-charts"])
     assert report.exit_code == 0, report.output
     rows = list(csv.DictReader(io.StringIO((folder / "all" / "report.csv").read_text())))
-    assert [(r["run"], r["adapter"]) for r in rows] == [("lora", "lora"), ("series", "series")] * 2
+    assert [(r["run"], r["adapter"]) for r in rows] == [  # same-named runs told apart by their sweep
+        ("local/lora", "lora"), ("local/series", "series"), ("onray/lora", "lora"), ("onray/series", "series")]
     # same config and seed on both executors: the same training loss and the same answers
     local_lora = json.loads((folder / "local" / "lora" / "results.json").read_text())
     assert ray_lora["train"]["final_loss"] == pytest.approx(local_lora["train"]["final_loss"], rel=1e-5)

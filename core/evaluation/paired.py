@@ -14,7 +14,7 @@ the file and the item.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from math import comb
 from pathlib import Path
@@ -155,16 +155,23 @@ def compare_all(runs: Sequence[Path]) -> tuple[list[dict[str, Any]], list[str]]:
     return results, notes
 
 
-def pairs_markdown(results: Sequence[dict[str, Any]], *, level: float = 0.05) -> str:
+def pairs_markdown(results: Sequence[dict[str, Any]], names: Mapping[str, str] | None = None, *,
+                   level: float = 0.05) -> str:
     """One row per compared pair: pooled items and accuracies, the items only one run got right,
-    the pooled p-value, and the entries whose own p-value is below ``level``."""
+    the pooled p-value, and the entries whose own p-value is below ``level``. ``names`` maps a
+    run folder to what the row calls it (default: the folder's name)."""
+    names = names or {}
+
+    def name(run: str) -> str:
+        return names.get(run, Path(run).name)
+
     lines = ["| A vs B | items | A % | B % | only A right | only B right | p (exact McNemar) "
              f"| entries with p < {level:g} (p) |", "|---|---:|---:|---:|---:|---:|---:|---|"]
     for result in results:
         pooled = result["all"]
         below = [f"{e['label']} ({format_p(e['p_value'])})" for e in result["entries"]
                  if e["p_value"] < level]
-        lines.append(f"| {Path(result['run_a']).name} vs {Path(result['run_b']).name} | "
+        lines.append(f"| {name(result['run_a'])} vs {name(result['run_b'])} | "
                      f"{pooled['items']} | {100 * pooled['accuracy_a']:.1f} | "
                      f"{100 * pooled['accuracy_b']:.1f} | {pooled['only_a']} | {pooled['only_b']} | "
                      f"{format_p(pooled['p_value'])} | {', '.join(below) or 'none'} |")

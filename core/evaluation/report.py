@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,6 +109,23 @@ def read_run(run: Path) -> RunSummary:
     )
 
 
+def run_labels(run_dirs: Sequence[Path]) -> list[str]:
+    """What the report calls each run: its folder's name, or as many of its last path parts as
+    tell it apart from the other runs' (``local/lora`` and ``onray/lora``)."""
+    parts = [Path(d).resolve().parts for d in run_dirs]
+    depth = [1] * len(parts)
+    while True:
+        labels = ["/".join(p[-k:]) for p, k in zip(parts, depth, strict=True)]
+        folders: dict[str, set[tuple[str, ...]]] = {}
+        for label, folder in zip(labels, parts, strict=True):
+            folders.setdefault(label, set()).add(folder)
+        deeper = [i for i, label in enumerate(labels) if len(folders[label]) > 1]
+        if not deeper:  # every label names one folder (given once, or twice)
+            return labels
+        for i in deeper:
+            depth[i] += 1
+
+
 def columns(runs: Sequence[RunSummary]) -> list[str]:
     """Entry labels in first-seen order over the runs."""
     out: list[str] = []
@@ -136,9 +153,9 @@ def table_rows(runs: Sequence[RunSummary]) -> tuple[list[str], list[list[str]]]:
 
 
 def markdown(runs: Sequence[RunSummary], paired: Sequence[dict[str, Any]] = (),
-             paired_notes: Sequence[str] = ()) -> str:
-    """The accuracy table, the cost table, the paired comparisons (when there are any) and the
-    notes."""
+             paired_notes: Sequence[str] = (), names: Mapping[str, str] | None = None) -> str:
+    """The accuracy table, the cost table, the paired comparisons (when there are any; ``names``:
+    run folder -> its name in the tables) and the notes."""
     from lladapt.evaluation.paired import pairs_markdown
 
     header, rows = table_rows(runs)
@@ -151,7 +168,7 @@ def markdown(runs: Sequence[RunSummary], paired: Sequence[dict[str, Any]] = (),
     if paired:
         text += ("\nPaired comparisons (`lladapt compare`) over the items both runs answered, "
                  "all entries pooled: the items only one run got right and the exact McNemar "
-                 "p-value; in full in paired.json.\n\n" + pairs_markdown(paired))
+                 "p-value; in full in paired.json.\n\n" + pairs_markdown(paired, names))
     notes = [f"- {run.name}: {note}" for run in runs for note in run.notes]
     notes += [f"- {note}" for note in paired_notes]
     if notes:
@@ -262,12 +279,16 @@ def write_report(run_dirs: Sequence[Path], out: Path, *, charts: bool = True) ->
     if not run_dirs:
         raise LladaptError("give at least one run folder")
     runs = [read_run(Path(d)) for d in run_dirs]
+    labels = run_labels(run_dirs)
+    for run, label in zip(runs, labels, strict=True):
+        run.name = label
     paired, paired_notes = _paired(run_dirs)
     if charts:
         _figure(1, 1)  # fail now, not after the tables, when matplotlib is missing
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "report.md", out / "report.csv"]
-    written[0].write_text(markdown(runs, paired, paired_notes), encoding="utf-8")
+    names = {str(Path(d)): label for d, label in zip(run_dirs, labels, strict=True)}
+    written[0].write_text(markdown(runs, paired, paired_notes, names), encoding="utf-8")
     written[1].write_text(csv_text(runs), encoding="utf-8")
     if paired:
         from lladapt.fileio import write_json_atomic
