@@ -13,15 +13,26 @@ RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
 REPORTS = sorted(p.parent for p in RESULTS.glob("*/report.md"))
 
 
+def _tables(text: str) -> list[str]:
+    """Each markdown table in ``text`` (its consecutive lines that start with '|')."""
+    tables, current = [], []
+    for line in [*text.splitlines(), ""]:
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            tables.append("\n".join(current))
+            current = []
+    return tables
+
+
+def _cells(line: str) -> list[str]:
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
 def _table(text: str) -> tuple[list[str], list[list[str]]]:
     """The header and rows of the first markdown table in ``text``."""
-    lines = [line for line in text[text.index("| run |"):].splitlines()]
-    rows = []
-    for line in lines[2:]:
-        if not line.startswith("|"):
-            break
-        rows.append([cell.strip() for cell in line.strip("|").split("|")])
-    return [cell.strip() for cell in lines[0].strip("|").split("|")], rows
+    lines = _tables(text)[0].splitlines()
+    return _cells(lines[0]), [_cells(line) for line in lines[2:]]
 
 
 @pytest.mark.parametrize("report", REPORTS, ids=[p.name for p in REPORTS])
@@ -37,18 +48,6 @@ def test_every_reported_accuracy_is_the_committed_runs(report):
             assert cells[label] == f"{100 * entry['accuracy']:.1f}", (cells["run"], label)
         unparsed = sum(e["unparsed"] for e in evals.values())
         assert cells["unparsed"] == f"{unparsed}/{sum(e['total'] for e in evals.values())}"
-
-
-def _tables(text: str) -> list[str]:
-    """Each markdown table in ``text`` (its consecutive lines that start with '|')."""
-    tables, current = [], []
-    for line in [*text.splitlines(), ""]:
-        if line.startswith("|"):
-            current.append(line)
-        elif current:
-            tables.append("\n".join(current))
-            current = []
-    return tables
 
 
 @pytest.mark.parametrize("report", REPORTS, ids=[p.name for p in REPORTS])
