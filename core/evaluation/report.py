@@ -83,7 +83,9 @@ def _metrics(run: Path) -> tuple[list[tuple[int, float]], list[tuple[int, float]
     return loss, val
 
 
-def read_run(run: Path) -> RunSummary:
+def read_run(run: Path, name: str | None = None) -> RunSummary:
+    """What the report shows of the run folder ``run``, called ``name`` (default: the folder's
+    name)."""
     results = _read_json(Path(run) / "results.json")
     if not isinstance(results, dict) or not isinstance(results.get("eval", []), list):
         raise LladaptError(f"{run}/results.json: not a results file (no 'eval' list)")
@@ -101,7 +103,7 @@ def read_run(run: Path) -> RunSummary:
     loss, val = _metrics(Path(run))
     model = str(results.get("model") or "?")
     return RunSummary(
-        name=Path(run).resolve().name, model=Path(model).name if "/" in model else model,
+        name=name or Path(run).resolve().name, model=Path(model).name if "/" in model else model,
         adapter=adapter.get("name") or "-", trainable=adapter.get("trainable_parameters"),
         scores=scores, notes=notes, loss=loss, val_loss=val,
         train=results.get("train") if isinstance(results.get("train"), dict) else None,
@@ -278,10 +280,8 @@ def write_report(run_dirs: Sequence[Path], out: Path, *, charts: bool = True) ->
     anything is written."""
     if not run_dirs:
         raise LladaptError("give at least one run folder")
-    runs = [read_run(Path(d)) for d in run_dirs]
     labels = run_labels(run_dirs)
-    for run, label in zip(runs, labels, strict=True):
-        run.name = label
+    runs = [read_run(Path(d), label) for d, label in zip(run_dirs, labels, strict=True)]
     paired, paired_notes = _paired(run_dirs)
     if charts:
         _figure(1, 1)  # fail now, not after the tables, when matplotlib is missing
