@@ -16,6 +16,7 @@ double-scale there.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -136,6 +137,19 @@ class _Window:
         self.padded += padded
 
 
+@functools.cache
+def _destroy_process_group_at_exit() -> None:
+    """Destroy the process group when this process exits (registered once per process). Left to
+    the C++ destructors at interpreter exit, gloo's process group aborts a process now and then
+    ("terminate called without an active exception", exit -6) after a run that finished, and the
+    launcher then fails the whole run."""
+    import atexit
+
+    from accelerate import PartialState
+
+    atexit.register(PartialState().destroy_process_group)
+
+
 def train(
     model: torch.nn.Module,
     encoded: Sequence[Encoded],
@@ -168,6 +182,8 @@ def train(
                               **accelerator_kwargs(settings.report_to, tracker_dir))
     precision = Precision(mixed_precision(settings.precision), accelerator.device)
     world, main = accelerator.num_processes, accelerator.is_main_process
+    if world > 1:
+        _destroy_process_group_at_exit()
     plan = make_plan(len(encoded), settings)
     if plan.per_step % world:
         raise LladaptError(
