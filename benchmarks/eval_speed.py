@@ -59,16 +59,16 @@ def main() -> int:
     args = parse_args()
     torch.set_num_threads(args.threads)
     from lladapt import testing
+    from lladapt.components.plugin_manager import get_registry
     from lladapt.config import DatasetRef, ModelSection
-    from lladapt.data import get_template, load_examples, make_parser
+    from lladapt.data.loading import get_template, load_examples, make_parser
     from lladapt.evaluation.generation import Decoding
     from lladapt.evaluation.runner import Entry, Evaluation, evaluate_entry, prepared
-    from lladapt.models import load_model
-    from lladapt.plugin_manager import get_registry
+    from lladapt.models.loading import load_model
 
     source = args.model
     if source is None:
-        from lladapt.quickstart import smollm2_gguf
+        from lladapt.cli.quickstart import smollm2_gguf
 
         source = str(smollm2_gguf())
     data_dir = args.data_dir or (testing.paper_data_dir() and str(testing.paper_data_dir()))

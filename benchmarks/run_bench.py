@@ -42,7 +42,7 @@ from typing import Any
 
 import setups
 
-from lladapt.params import count_module_parameters
+from lladapt.adapters.count import count_module_parameters
 
 #: per-model defaults: (timed steps, warm-up steps, generation repeats)
 DEFAULTS = {"smollm2": (6, 1, 3), "stories260k": (30, 3, 15)}

@@ -37,8 +37,8 @@ class AssetMissing(Exception):
 def _smollm2_dir() -> Path:
     """SmolLM2-135M-Instruct as a safetensors folder, converted from the wheel's GGUF on first
     use (written to a temporary folder and renamed, so an interrupted conversion leaves nothing)."""
-    from lladapt.errors import ModelLoadError
-    from lladapt.quickstart import smollm2_gguf
+    from lladapt.cli.quickstart import smollm2_gguf
+    from lladapt.common.errors import ModelLoadError
 
     target = CACHE_DIR / "smollm2-135m-instruct"
     if (target / "config.json").is_file():
@@ -94,7 +94,7 @@ def load_base(folder: Path, device: str = "cpu") -> Any:
     from transformers.utils import logging
 
     from lladapt.config import ModelSection
-    from lladapt.models import load_model
+    from lladapt.models.loading import load_model
 
     logging.disable_progress_bar()
     loaded = load_model(ModelSection(source=str(folder), dtype="float32"))
@@ -196,7 +196,8 @@ def build(stack: str, setup: Setup, folder: Path, device: str = "cpu") -> tuple[
     """
     loaded = load_base(folder, device)
     if stack == "lladapt":
-        from lladapt.adapt import attach, build_adapter, build_placement
+        from lladapt.adapters.build import build_adapter, build_placement
+        from lladapt.adapters.model import attach
 
         placement = build_placement(setup.placement) if setup.placement else None
         model = attach(loaded.model, loaded.layout, build_adapter(setup.adapter), placement)

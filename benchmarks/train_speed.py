@@ -61,8 +61,8 @@ def _vm_hwm_mb() -> float | None:
 
 
 def _encoded(tokenizer: Any, args: argparse.Namespace) -> list[Any]:
-    from lladapt.data import get_template, load_examples
-    from lladapt.tokenization import encode_for_training
+    from lladapt.data.loading import get_template, load_examples
+    from lladapt.data.tokenization import encode_for_training
 
     examples = load_examples("math_data", data_dir=Path(args.data_dir), limit=args.examples)
     template = get_template("alpaca")

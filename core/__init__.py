@@ -5,8 +5,9 @@ The public API. Importing it is cheap (no torch); the heavy parts load when firs
 
 from __future__ import annotations
 
-from lladapt import quiet as _quiet
-from lladapt.errors import (
+from lladapt.common import moved as _moved
+from lladapt.common import quiet as _quiet
+from lladapt.common.errors import (
     AdapterError,
     ConfigError,
     DataError,
@@ -16,8 +17,9 @@ from lladapt.errors import (
     PluginError,
     UnknownComponentError,
 )
-from lladapt.hookspecs import hookimpl
-from lladapt.interfaces import (
+from lladapt.common.version import __version__
+from lladapt.components.hookspecs import hookimpl
+from lladapt.components.interfaces import (
     Adapter,
     AnswerParser,
     Backbone,
@@ -32,9 +34,8 @@ from lladapt.interfaces import (
     Site,
 )
 
-__version__ = "0.1.0"
-
 _quiet.install()
+_moved.install()
 
 __all__ = [
     "Adapter",
@@ -67,7 +68,7 @@ __all__ = [
 def get_registry(kind: str):
     """The registry of one component kind: ``backbone``, ``adapter``, ``placement``,
     ``dataset``, ``answer_parser`` or ``prompt_template``."""
-    from lladapt.plugin_manager import get_registry as _get
+    from lladapt.components.plugin_manager import get_registry as _get
 
     return _get(kind)
 

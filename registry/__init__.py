@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from lladapt.errors import PluginError, UnknownComponentError
+from lladapt.common.errors import PluginError, UnknownComponentError
 
 T = TypeVar("T")
 

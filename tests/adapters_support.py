@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from lladapt import Layout, testing
-from lladapt.adapt import AdaptedModel, attach, build_adapter, build_placement
+from lladapt.adapters.build import build_adapter, build_placement
+from lladapt.adapters.model import AdaptedModel, attach
 
 #: one short batch of token ids, valid for every tiny model (vocabulary 128, ids 0-2 special).
 IDS = torch.tensor([[5, 17, 33, 60, 9, 101, 42, 7], [88, 3, 64, 12, 99, 25, 71, 6]])
@@ -29,7 +30,7 @@ def one_torch_thread() -> Iterator[None]:
 def layout_of(model: torch.nn.Module) -> Layout:
     """The layout the registered backbone gives ``model``."""
     from lladapt.config import ModelSection
-    from lladapt.models import resolve_backbone
+    from lladapt.models.loading import resolve_backbone
 
     section = ModelSection(source=model.config.model_type)
     return resolve_backbone(section, model.config).layout(model.config)

@@ -10,7 +10,7 @@ from assets import shared_asset
 @pytest.fixture(autouse=True)
 def _fresh_plugins(monkeypatch):
     """Each test sees registries built from the current environment (plugins, env vars)."""
-    from lladapt import plugin_manager
+    from lladapt.components import plugin_manager
 
     plugin_manager.reset()
     yield
@@ -51,7 +51,7 @@ def logits_when_saved(monkeypatch):
     reloaded folder with."""
     import torch
 
-    from lladapt.adapt import AdaptedModel
+    from lladapt.adapters.model import AdaptedModel
 
     # token ids valid in every test model (stories260k's vocabulary is 512)
     record = SimpleNamespace(ids=torch.tensor([[1, 20, 30, 40]]), by_folder={})

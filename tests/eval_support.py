@@ -5,10 +5,10 @@ from __future__ import annotations
 from functools import cache
 
 from lladapt import testing
+from lladapt.components.interfaces import Example
 from lladapt.config import ModelSection
 from lladapt.evaluation.generation import Decoding
 from lladapt.evaluation.runner import Entry, Evaluation, evaluate_entry, prepared
-from lladapt.interfaces import Example
 
 #: prompts of very different lengths, so that batches need padding.
 QUESTIONS = [
@@ -28,7 +28,7 @@ EXAMPLES = [Example(instruction=q, answer="5", source=f"t#{i}") for i, q in enum
 
 
 def stories(path):
-    from lladapt.models import load_model
+    from lladapt.models.loading import load_model
 
     return load_model(ModelSection(source=str(path)))
 
@@ -45,8 +45,8 @@ def tiny_llama(vocab: int = 512):
 
 def run_entry(model, tokenizer, *, batch_size, max_new_tokens=12, examples=EXAMPLES, merge=True,
               stop=(), store=None, sort=True):
-    from lladapt.data import get_template, make_parser
-    from lladapt.plugin_manager import get_registry
+    from lladapt.components.plugin_manager import get_registry
+    from lladapt.data.loading import get_template, make_parser
 
     dataset = get_registry("dataset").get("arith")()
     entry = Entry("t-test", "t", "test", dataset, examples, make_parser(dataset))

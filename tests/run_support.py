@@ -9,7 +9,7 @@ from pathlib import Path
 def rescored(path: Path, dataset_name: str) -> dict[str, int]:
     """correct, wrong and unparsed recounted line by line from a predictions file: each response
     parsed again with the dataset's parser and judged against the gold answer written beside it."""
-    from lladapt.data import build_dataset, make_parser
+    from lladapt.data.loading import build_dataset, make_parser
 
     parser = make_parser(build_dataset(dataset_name))
     counts = {"correct": 0, "wrong": 0, "unparsed": 0}

@@ -18,8 +18,10 @@ from adapters_support import (  # noqa: F401  (one_torch_thread: an autouse fixt
     tiny_adapted,
 )
 
-from lladapt import AdapterError, hf_compat, testing
-from lladapt.adapt import attach, build_adapter, build_placement
+from lladapt import AdapterError, testing
+from lladapt.adapters.build import build_adapter, build_placement
+from lladapt.adapters.model import attach
+from lladapt.common import hf_compat
 
 ADAPTERS = ("series", "parallel", "lora")
 PLACEMENTS = (
@@ -328,7 +330,7 @@ TEXT = (
 def _quantized(stories260k, bits: int):
     pytest.importorskip("bitsandbytes")
     from lladapt.config import ModelSection
-    from lladapt.models import load_model
+    from lladapt.models.loading import load_model
 
     return load_model(ModelSection(source=str(stories260k), quantization={"bits": bits}))
 

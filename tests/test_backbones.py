@@ -13,7 +13,7 @@ import torch
 import lladapt
 from lladapt import LayerLayout, Layout, ModelLoadError
 from lladapt.config import ModelSection
-from lladapt.models import find_preset, resolve_backbone, verify_layout
+from lladapt.models.loading import find_preset, resolve_backbone, verify_layout
 from lladapt.testing import tiny_config, tiny_model
 
 # Expected by hand from the transformers 5 module trees and the tiny configs of lladapt.testing
@@ -271,7 +271,7 @@ def test_a_plugin_backbone_for_another_family_loads_by_model_type(tmp_path):
     plugin's hook would, then picked from a saved model's model_type."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from lladapt.models import load_model
+    from lladapt.models.loading import load_model
     from lladapt.plugins.backbones.decoder import DecoderBackbone
 
     class GPTNeoXBackbone(DecoderBackbone):

@@ -15,7 +15,7 @@ import sentencepiece as spm
 import torch
 
 from lladapt.config import ModelSection
-from lladapt.models import load_model, resolve_source
+from lladapt.models.loading import load_model, resolve_source
 
 STORY = (
     "Once upon a time, there was a little girl named Lily. She loved to play outside in the park. "

@@ -11,7 +11,7 @@ import torch
 
 from lladapt import ModelLoadError
 from lladapt.config import ModelSection, QuantizationConfig
-from lladapt.models import load_model, padding_for, resolve_source
+from lladapt.models.loading import load_model, padding_for, resolve_source
 
 PROMPT = "Once upon a time"
 #: /work/shared/models/README.md: greedy decoding of PROMPT for 40 new tokens.

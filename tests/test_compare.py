@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from lladapt.cli import _load_core_commands, cli
-from lladapt.errors import LladaptError
+from lladapt.common.errors import LladaptError
 from lladapt.evaluation.paired import compare_runs, mcnemar_exact
 
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from lladapt import ConfigError, load_config
-from lladapt.adapt import build_adapter, build_placement
-from lladapt.data import build_dataset
+from lladapt.adapters.build import build_adapter, build_placement
+from lladapt.data.loading import build_dataset
 
 
 @pytest.mark.parametrize(("build", "section", "message"), [

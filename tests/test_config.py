@@ -9,8 +9,8 @@ import textwrap
 
 import pytest
 
+from lladapt.common.errors import ConfigError
 from lladapt.config import RunConfig, apply_overrides, load_config
-from lladapt.errors import ConfigError
 
 #: a config with three independent mistakes, all to be reported in one run.
 THREE_MISTAKES = """

@@ -8,8 +8,8 @@ import pytest
 from click.testing import CliRunner
 from test_data_paper import COUNTS, FOURTEEN
 
-from lladapt import cli_data
 from lladapt.cli import cli
+from lladapt.cli import data as cli_data
 
 
 def run(*args: str):

@@ -8,9 +8,9 @@ import warnings
 import pytest
 
 from lladapt import get_registry
-from lladapt.data import build_dataset, load_examples, load_run_data
-from lladapt.errors import DataError
-from lladapt.overlap import DataOverlapWarning, check_overlap, find_overlap
+from lladapt.common.errors import DataError
+from lladapt.data.loading import build_dataset, load_examples, load_run_data
+from lladapt.data.overlap import DataOverlapWarning, check_overlap, find_overlap
 
 FOURTEEN = ("gsm8k", "svamp", "multiarith", "addsub", "aqua", "singleeq", "boolq", "piqa", "siqa",
             "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa")

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from lladapt.data import (
+from lladapt.common.errors import ConfigError, DataError
+from lladapt.data.loading import (
     build_dataset,
     format_example,
     load_examples,
@@ -15,7 +16,6 @@ from lladapt.data import (
     make_parser,
     read_examples,
 )
-from lladapt.errors import ConfigError, DataError
 
 GOOD = {"instruction": "2 + 3?", "input": "", "output": "2 + 3 = 5. The answer is 5.", "answer": "5"}
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from assets import shared_asset
 
-from lladapt.data_sources import (
+from lladapt.common.errors import DataError
+from lladapt.data.sources import (
     ChecksumError,
     RemoteFile,
     UnverifiedDownloadWarning,
@@ -24,7 +25,6 @@ from lladapt.data_sources import (
     locate,
     no_download,
 )
-from lladapt.errors import DataError
 
 RECORDS = [{"instruction": "1 + 1?", "input": "", "output": "2. The answer is 2.", "answer": "2"}]
 BODY = json.dumps(RECORDS).encode()
@@ -174,7 +174,7 @@ def test_cache_dir_follows_the_platform_rules(monkeypatch, tmp_path):
 def test_a_paper_dataset_downloads_from_a_mirror(server, monkeypatch):
     """End to end: the AddSub plugin fetches its pinned file from LLADAPT_DATA_URL, verifies it and
     loads its records; a mirror serving other bytes is refused."""
-    from lladapt.data import load_examples
+    from lladapt.data.loading import load_examples
 
     addsub = shared_asset("data", "llm-adapters", "AddSub", "test.json")
     root, base = server

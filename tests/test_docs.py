@@ -12,7 +12,8 @@ import pytest
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from lladapt import config, hookspecs
+from lladapt import config
+from lladapt.components import hookspecs
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -156,7 +157,7 @@ def test_documented_encoder_hidden_size_default_is_the_codes(adapter, fields, fi
     """On a grouped-query model (hidden 64, 2 key/value heads of 16) the widths differ, so the
     documented default must be the one the code builds."""
     from lladapt import get_registry, testing
-    from lladapt.adapt import attach_from_config
+    from lladapt.adapters.model import attach_from_config
     from lladapt.plugins.adapters.prompt_learning import MODULE_NAME
 
     default = documented((DOCS / "adapters.md").read_text(), adapter)["encoder_hidden_size"]
@@ -186,13 +187,13 @@ def test_documented_eval_file_is_the_one_a_run_writes(stories260k, tmp_path):
 def test_readme_says_how_builtins_and_third_party_plugins_are_found():
     from importlib import metadata
 
-    from lladapt import plugin_manager
+    from lladapt.components import plugin_manager
 
     readme = " ".join((DOCS.parent / "README.md").read_text().split())
     # the built-ins are a list in code, not entry points of lladapt's own distribution
     own = [ep for ep in metadata.entry_points(group="lladapt") if ep.dist and ep.dist.name == "lladapt"]
     assert own == [] and plugin_manager.BUILTIN_PLUGINS
-    assert "listed in code (`lladapt.plugin_manager.BUILTIN_PLUGINS`)" in readme
+    assert "listed in code (`lladapt.components.plugin_manager.BUILTIN_PLUGINS`)" in readme
     assert "would be (entry-point group `lladapt`)" not in readme
     assert "third-party plugins register through the entry-point group `lladapt`" in readme
 

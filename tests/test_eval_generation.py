@@ -8,7 +8,7 @@ import torch
 from adapters_support import one_torch_thread, randomise  # noqa: F401
 from eval_support import EXAMPLES, answers, run_entry, stories, stories_tokenizer, tiny_llama
 
-from lladapt.adapt import attach_from_config
+from lladapt.adapters.model import attach_from_config
 from lladapt.evaluation.generation import Decoding, finish, generation_config
 
 ADAPTERS = {
@@ -63,7 +63,7 @@ def _plain_generate(model, tokenizer, prompts, batch_size, max_new_tokens):
 
 @pytest.mark.parametrize("adapter", [None, "lora"])
 def test_greedy_answers_equal_plain_batched_generate(adapter, stories260k):
-    from lladapt.data import get_template
+    from lladapt.data.loading import get_template
 
     loaded = stories(stories260k)
     model = loaded.model if adapter is None else _adapted(loaded.model, loaded.layout, ADAPTERS[adapter])
@@ -82,7 +82,7 @@ def test_the_models_own_stop_tokens_end_generation(stories260k):
     assert all(p.generated_tokens == 16 for p in free.predictions)
     # make the 4th generated token of item 0 a stop token of the model (not the tokenizer's EOS)
     tokenizer = loaded.tokenizer
-    from lladapt.data import get_template
+    from lladapt.data.loading import get_template
 
     prompt = get_template("alpaca").eval_prompt(EXAMPLES[0])
     enc = tokenizer([prompt], return_tensors="pt")
@@ -138,7 +138,7 @@ def test_evaluation_runs_in_eval_mode_and_restores_training_mode(stories260k):
 def test_the_paper_protocol_is_one_item_at_a_time_beam_4_without_cache(stories260k, tmp_path):
     from lladapt.api import evaluate
     from lladapt.config import load_config
-    from lladapt.data import get_template
+    from lladapt.data.loading import get_template
     from lladapt.evaluation.suite import evaluation_for
 
     config = load_config({"model": str(stories260k), "output_dir": str(tmp_path),
@@ -150,7 +150,7 @@ def test_the_paper_protocol_is_one_item_at_a_time_beam_4_without_cache(stories26
     assert results["eval"][0]["protocol"] == "paper"
     loaded = stories(stories260k)
     template = get_template("alpaca")
-    from lladapt.data import eval_sets
+    from lladapt.data.loading import eval_sets
 
     expected = []
     for ex in eval_sets(config)[0].examples:
@@ -167,7 +167,7 @@ def test_the_paper_protocol_is_one_item_at_a_time_beam_4_without_cache(stories26
 
 
 def test_rows_that_finish_early_leave_the_batch_with_plain_generates_answers(stories260k, monkeypatch):
-    from lladapt.data import get_template
+    from lladapt.data.loading import get_template
     from lladapt.evaluation import decode
 
     loaded = stories(stories260k)

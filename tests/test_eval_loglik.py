@@ -7,11 +7,11 @@ import torch
 from adapters_support import one_torch_thread  # noqa: F401
 from eval_support import stories
 
-from lladapt.data import get_template, make_parser
-from lladapt.errors import ConfigError
+from lladapt.common.errors import ConfigError
+from lladapt.components.interfaces import Dataset, Example
+from lladapt.data.loading import get_template, make_parser
 from lladapt.evaluation.generation import Decoding
 from lladapt.evaluation.runner import Entry, Evaluation, evaluate_entry, prepared
-from lladapt.interfaces import Dataset, Example
 
 STORY_CHOICES = {
     "a": "Lily went to the park.",
@@ -92,7 +92,7 @@ def test_normalising_changes_some_picks(stories260k):
 
 
 def test_paper_datasets_supply_their_answer_words_as_choices(paper_data):
-    from lladapt.data import build_dataset
+    from lladapt.data.loading import build_dataset
 
     piqa = build_dataset("piqa", data_dir=paper_data)
     assert piqa.choices(Example(instruction="x")) == {

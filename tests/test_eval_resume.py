@@ -16,7 +16,7 @@ import yaml
 from adapters_support import one_torch_thread  # noqa: F401
 
 from lladapt.api import evaluate
-from lladapt.errors import LladaptError
+from lladapt.common.errors import LladaptError
 
 TOTAL = 24
 
@@ -150,7 +150,7 @@ def test_lladapt_eval_with_a_saved_adapter_folder(stories260k, tmp_path):
     from adapters_support import randomise
     from eval_support import stories
 
-    from lladapt.adapt import attach_from_config
+    from lladapt.adapters.model import attach_from_config
     from lladapt.cli import main
 
     loaded = stories(stories260k)
@@ -226,7 +226,7 @@ def test_lladapt_eval_with_a_peft_adapter_folder_answers_as_the_peft_model(stori
     from peft import LoraConfig, get_peft_model
 
     from lladapt.config import load_config
-    from lladapt.data import eval_sets, get_template
+    from lladapt.data.loading import eval_sets, get_template
     from lladapt.evaluation.generation import finish
 
     loaded = stories(stories260k)

@@ -11,8 +11,9 @@ import sys
 import pytest
 import torch
 
-from lladapt import get_registry, hf_compat
-from lladapt.adapt import attach_from_config
+from lladapt import get_registry
+from lladapt.adapters.model import attach_from_config
+from lladapt.common import hf_compat
 from lladapt.testing import tiny_model
 
 

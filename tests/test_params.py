@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from lladapt.adapters.meta_check import count_parameters
 from lladapt.cli import cli
 from lladapt.config import load_config
-from lladapt.params import count_parameters
 from lladapt.testing import tiny_model
 
 #: the base sizes of DESIGN.md section 5 (the paper's Table 1 models) and OPT-6.7B.

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from lladapt import get_registry
-from lladapt.data import build_dataset, load_examples, make_parser
+from lladapt.data.loading import build_dataset, load_examples, make_parser
 
 
 def parser(name, **options):

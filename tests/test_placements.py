@@ -12,7 +12,8 @@ from adapters_support import (  # noqa: F401  (one_torch_thread: an autouse fixt
 from pydantic import ValidationError
 
 from lladapt import ConfigError, PlacementError, Site, get_registry, load_config, testing
-from lladapt.adapt import attach_from_config, build_adapter, build_placement
+from lladapt.adapters.build import build_adapter, build_placement
+from lladapt.adapters.model import attach_from_config
 
 
 def _sites(family: str, adapter: dict, placement: dict | str) -> list[Site]:
@@ -124,7 +125,7 @@ def test_a_role_the_backbone_lacks_lists_its_roles():
 def test_an_unknown_module_name_lists_the_linear_modules():
     model = testing.tiny_model("gptj")
     with pytest.raises(PlacementError) as err:
-        from lladapt.adapt import attach
+        from lladapt.adapters.model import attach
 
         attach(model, layout_of(model), build_adapter({"name": "lora"}),
                build_placement({"name": "modules", "modules": ["c_attn"], "layers": [0]}))

@@ -11,9 +11,9 @@ from click.testing import CliRunner
 
 import lladapt
 from lladapt import testing
-from lladapt.adapt import attach
+from lladapt.adapters.model import attach
 from lladapt.cli import cli
-from lladapt.models import load_model
+from lladapt.models.loading import load_model
 
 #: placement mistakes that need the model's shape (a 2-layer tiny LLaMA), and what each must say.
 CORPUS: dict[str, tuple[dict, list[str]]] = {

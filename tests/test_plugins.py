@@ -11,8 +11,8 @@ import pytest
 from plugin_env import env_with, install, write_dist_info
 
 import lladapt
-from lladapt import plugin_manager
-from lladapt.errors import PluginError, UnknownComponentError
+from lladapt.common.errors import PluginError, UnknownComponentError
+from lladapt.components import plugin_manager
 from lladapt.registry import Registry
 
 

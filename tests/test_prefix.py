@@ -8,8 +8,9 @@ import pytest
 import torch
 
 import lladapt
-from lladapt import AdapterError, ConfigError, PlacementError, Site, hf_compat
-from lladapt.adapt import attach, attach_from_config
+from lladapt import AdapterError, ConfigError, PlacementError, Site
+from lladapt.adapters.model import attach, attach_from_config
+from lladapt.common import hf_compat
 from lladapt.plugins.adapters.prefix import Prefix
 from lladapt.testing import tiny_model
 
@@ -66,7 +67,7 @@ def test_prefix_tensors_have_the_cache_shape_of_grouped_query_attention():
 def test_emnlp_prefix_count_on_llama_7b_without_memory():
     """The paper's prefix run (10 virtual tokens, no projection): 2 * 32 * 10 * 4096."""
     from lladapt.config import ModelSection
-    from lladapt.models import load_model
+    from lladapt.models.loading import load_model
 
     loaded = load_model(ModelSection(source="llama-7b"), meta=True)
     model = attach_from_config(loaded.model, loaded.layout, {"name": "prefix"})

@@ -12,7 +12,7 @@ import torch
 from run_support import rescored
 
 import lladapt
-from lladapt.adapt import AdaptedModel, attach_from_config
+from lladapt.adapters.model import AdaptedModel, attach_from_config
 from lladapt.testing import FAMILIES, tiny_model
 
 #: PEFT's own warnings (transformers deprecations it trips, its position-id notice).
@@ -233,7 +233,7 @@ def test_lladapt_run_trains_evaluates_and_reloads_prefix(stories260k, tmp_path, 
     training ended."""
     from lladapt.api import run
     from lladapt.config import ModelSection
-    from lladapt.models import load_model
+    from lladapt.models.loading import load_model
 
     out = tmp_path / "run"
     config = {

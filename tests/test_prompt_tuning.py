@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 
 import lladapt
-from lladapt import AdapterError, ConfigError, hf_compat
-from lladapt.adapt import AdaptedModel, attach, attach_from_config
+from lladapt import AdapterError, ConfigError
+from lladapt.adapters.model import AdaptedModel, attach, attach_from_config
+from lladapt.common import hf_compat
 from lladapt.plugins.adapters.prompt import PromptTuning
 from lladapt.plugins.adapters.ptuning import PTuning
 from lladapt.testing import tiny_model
@@ -64,7 +65,7 @@ def test_parameter_count(name, fields, expected):
 @pytest.mark.parametrize(("name", "expected"), [("prompt", 10 * 4096), ("ptuning", 10 * 4096 + 3 * (4096 * 4096 + 4096))])
 def test_llama_7b_counts_without_memory(name, expected):
     from lladapt.config import ModelSection
-    from lladapt.models import load_model
+    from lladapt.models.loading import load_model
 
     loaded = load_model(ModelSection(source="llama-7b"), meta=True)
     model = attach_from_config(loaded.model, loaded.layout, {"name": name})

@@ -7,7 +7,7 @@ import pytest
 from assets import shared_asset
 
 from lladapt import Example
-from lladapt.data import format_example, get_template
+from lladapt.data.loading import format_example, get_template
 
 PLAIN = Example(instruction="What is 2 + 3?", output="2 + 3 = 5. The answer is 5.", answer="5")
 WITH_INPUT = Example(instruction="Add the numbers.", input="2 and 3", output="5", answer="5")

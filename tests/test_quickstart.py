@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from lladapt import quickstart
+from lladapt.cli import quickstart
 from lladapt.config import load_config
-from lladapt.data import load_examples
+from lladapt.data.loading import load_examples
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

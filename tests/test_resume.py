@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from lladapt.api import run
-from lladapt.errors import LladaptError
+from lladapt.common.errors import LladaptError
 from tests.training_support import run_config
 
 # Runs api.run in a child process that SIGKILLs (or SIGINTs) itself at a chosen point: a real

@@ -12,9 +12,9 @@ import torch
 from run_support import rescored
 
 from lladapt.api import run
-from lladapt.errors import DataError, LladaptError
+from lladapt.common.errors import DataError, LladaptError
+from lladapt.components.interfaces import Example
 from lladapt.evaluation import score
-from lladapt.interfaces import Example
 
 
 def small_run(model_dir, out, **extra):
@@ -50,9 +50,9 @@ def test_run_trains_saves_and_evaluates(stories260k, tmp_path, logits_when_saved
 
     # the saved adapter, loaded into a fresh base, gives the logits of the model as it was when
     # training ended (recorded by logits_when_saved as the final adapter was saved)
-    from lladapt.adapt import AdaptedModel
+    from lladapt.adapters.model import AdaptedModel
     from lladapt.config import ModelSection
-    from lladapt.models import load_model
+    from lladapt.models.loading import load_model
 
     trained = logits_when_saved.by_folder["adapter"]
     fresh = load_model(ModelSection(source=str(stories260k)))
@@ -147,12 +147,12 @@ def test_overwrite_replaces_an_earlier_run(stories260k, tmp_path):
 
 
 def test_a_tokenizer_failure_leaves_no_output_folder(stories260k, tmp_path, monkeypatch):
-    import lladapt.tokenization
+    import lladapt.data.tokenization
 
     def broken(*args, **kwargs):
         raise LladaptError("the tokenizer failed")
 
-    monkeypatch.setattr(lladapt.tokenization, "encode_for_training", broken)
+    monkeypatch.setattr(lladapt.data.tokenization, "encode_for_training", broken)
     out = tmp_path / "run"
     with pytest.raises(LladaptError, match="the tokenizer failed"):
         run(small_run(stories260k, out), echo=lambda _: None)

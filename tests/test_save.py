@@ -18,9 +18,9 @@ from adapters_support import (  # noqa: F401  (one_torch_thread: an autouse fixt
 )
 
 from lladapt import AdapterError, get_registry, testing
-from lladapt.adapt import AdaptedModel, attach, build_adapter
-from lladapt.adapter_files import CONFIG_FILE, WEIGHTS_FILE, read_folder, to_peft_keys
-from lladapt.paper_checkpoints import load_paper_checkpoint
+from lladapt.adapters.build import build_adapter
+from lladapt.adapters.files import CONFIG_FILE, WEIGHTS_FILE, read_folder, to_peft_keys
+from lladapt.adapters.model import AdaptedModel, attach, load_paper_checkpoint
 
 CASES = [
     ("llama", {"name": "lora", "r": 4}, "both"),
@@ -104,7 +104,7 @@ def test_meta_models_cannot_be_saved(tmp_path):
 
 def _stories(stories260k):
     from lladapt.config import ModelSection
-    from lladapt.models import load_model
+    from lladapt.models.loading import load_model
 
     loaded = load_model(ModelSection(source=str(stories260k)))
     loaded.model.eval()

@@ -17,7 +17,7 @@ import yaml
 from click.testing import CliRunner
 
 from lladapt.cli import _load_core_commands, cli
-from lladapt.errors import ConfigError, LladaptError
+from lladapt.common.errors import ConfigError, LladaptError
 from lladapt.sweep import load_sweep, plan, run_sweep
 from lladapt.sweep.budget import nearest_size
 from lladapt.sweep.spec import merge
@@ -356,11 +356,11 @@ def test_a_run_does_not_outlive_the_process_that_started_it(tmp_path):
     import subprocess
     import time
 
-    # a stand-in for the sweep (or Ray worker): starts a child through lladapt.sweep.child, then
+    # a stand-in for the sweep (or Ray worker): starts a child through lladapt.cli.sweep_child, then
     # is SIGKILLed; the child gets SIGTERM from the kernel and stops.
     starter = textwrap.dedent(f"""
         import os, subprocess, sys, time
-        child = subprocess.Popen([sys.executable, "-c", "import sys; from lladapt.sweep.child import tie_to_parent; "
+        child = subprocess.Popen([sys.executable, "-c", "import sys; from lladapt.cli.sweep_child import tie_to_parent; "
                                   "import os, time; assert tie_to_parent(os.getppid()); "
                                   "open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(120)",
                                   {str(tmp_path / "pid")!r}])
@@ -387,7 +387,7 @@ def test_a_run_does_not_outlive_the_process_that_started_it(tmp_path):
 
 
 def test_a_child_whose_starter_is_gone_does_not_start(capsys):
-    from lladapt.sweep import child
+    from lladapt.cli import sweep_child as child
 
     with pytest.raises(SystemExit) as info:
         child.main([str(os.getppid() + 10**6), "--version"])

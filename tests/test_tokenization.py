@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from lladapt.data import get_template
-from lladapt.interfaces import Example
-from lladapt.tokenization import IGNORE_INDEX, collate_for_training, encode_for_training
+from lladapt.components.interfaces import Example
+from lladapt.data.loading import get_template
+from lladapt.data.tokenization import IGNORE_INDEX, collate_for_training, encode_for_training
 
 EXAMPLE = Example("What is 2 plus 3?", output="2 + 3 = 5. The answer is 5.", answer="5")
 

@@ -7,8 +7,9 @@ import json
 
 import pytest
 
+from lladapt.common.errors import ConfigError
 from lladapt.config import TrainSection, load_config
-from lladapt.errors import ConfigError
+from lladapt.config import trackers as tracker_names
 from lladapt.training import trackers as trackers_module
 from lladapt.training import train
 from tests.training_support import random_examples, tiny_trainable
@@ -17,7 +18,7 @@ from tests.training_support import random_examples, tiny_trainable
 def _scalars(folder):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    acc = EventAccumulator(str(folder / trackers_module.PROJECT))  # hyperparameters: in a sub-folder
+    acc = EventAccumulator(str(folder / tracker_names.PROJECT))  # hyperparameters: in a sub-folder
     acc.Reload()
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
@@ -51,7 +52,7 @@ def test_no_tracker_by_default_writes_no_files(tmp_path):
 
 
 def test_a_tracker_without_its_package_is_a_config_error(tmp_path, monkeypatch):
-    monkeypatch.setitem(trackers_module.TRACKERS, "wandb", ("lladapt_no_such_module", "wandb"))
+    monkeypatch.setitem(tracker_names.TRACKERS, "wandb", ("lladapt_no_such_module", "wandb"))
     path = tmp_path / "run.yaml"
     path.write_text("model: llama-7b\ntrain: {report_to: [tensorboard, wandb]}\n")
     with pytest.raises(ConfigError) as info:

@@ -10,8 +10,8 @@ import types
 import pytest
 import torch
 
+from lladapt.common.errors import LladaptError
 from lladapt.config import TrainSection
-from lladapt.errors import LladaptError
 from lladapt.training import make_plan, split_validation, train
 from lladapt.training.guards import NonFiniteLossError
 from lladapt.training.loop import backward_step
@@ -153,7 +153,7 @@ def test_length_grouping_cuts_padding_on_math_data(paper_data, stories260k):
     from transformers import AutoTokenizer
 
     from lladapt.config import DatasetRef
-    from lladapt.data import get_template, load_examples
+    from lladapt.data.loading import get_template, load_examples
 
     examples = load_examples(DatasetRef(name="math_data"), data_dir=paper_data, purpose="train")
     assert len(examples) == 3260
@@ -193,7 +193,7 @@ def test_validation_loss_is_logged_and_keep_best_restores_the_best(tmp_path):
     # the model left behind is the best one: its validation loss is the best logged
     from accelerate import Accelerator
 
-    from lladapt.tokenization import collate_for_training
+    from lladapt.data.tokenization import collate_for_training
     from lladapt.training.loss import label_tokens, summed_loss
 
     Accelerator(cpu=True)

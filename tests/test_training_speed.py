@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lladapt import hf_compat
-from lladapt.tokenization import IGNORE_INDEX
+from lladapt.common import hf_compat
+from lladapt.data.tokenization import IGNORE_INDEX
 from lladapt.training import loop
 from lladapt.training import precision as precision_mod
 from lladapt.training.loop import backward_step

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-from lladapt.tokenization import IGNORE_INDEX, Encoded
+from lladapt.data.tokenization import IGNORE_INDEX, Encoded
 
 
 def run_config(model_dir, out, **train):

@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
     from transformers import PreTrainedTokenizerBase
 
-    from lladapt.interfaces import AnswerParser, Example, PromptTemplate
+    from lladapt.components.interfaces import AnswerParser, Example, PromptTemplate
 
 __all__ = ["Decoding", "Generated", "Prediction", "Score", "evaluate_dataset", "generate_batch", "score"]
 
@@ -43,8 +43,8 @@ def evaluate_dataset(
     stop: Sequence[str] = (),
 ) -> Score:
     """Evaluate ``examples`` in memory (no files): generate, extract, parse, score."""
+    from lladapt.components.interfaces import Dataset
     from lladapt.evaluation.runner import Entry, Evaluation, evaluate_entry, prepared
-    from lladapt.interfaces import Dataset
 
     decoding = Decoding(max_new_tokens=max_new_tokens, num_beams=num_beams, batch_size=batch_size,
                         stop=tuple(stop))

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from lladapt.hf_compat import cache_argument, forward_parameters, output_cache
+from lladapt.common.hf_compat import cache_argument, forward_parameters, output_cache
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch

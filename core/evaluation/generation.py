@@ -106,7 +106,7 @@ def model_device(model: torch.nn.Module) -> torch.device:
 def encode_left_padded(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], device: Any) -> dict:
     """Token ids and attention mask, padded on the left (a generated token must follow its own
     prompt's last token in every row)."""
-    from lladapt.tokenizer_setup import padding_for
+    from lladapt.models.tokenizer import padding_for
 
     with padding_for(tokenizer, "generate"):
         return tokenizer(list(prompts), return_tensors="pt", padding=True).to(device)

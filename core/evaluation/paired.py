@@ -20,7 +20,7 @@ from math import comb
 from pathlib import Path
 from typing import Any
 
-from lladapt.errors import LladaptError
+from lladapt.common.errors import LladaptError
 from lladapt.evaluation.store import read_lines
 
 __all__ = ["PairedResult", "compare_all", "compare_runs", "format_p", "mcnemar_exact",

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lladapt.errors import LladaptError
+from lladapt.common.errors import LladaptError
 
 METRICS_FILES = ("metrics.jsonl", "train_log.jsonl")
 MATPLOTLIB_MISSING = (
@@ -291,7 +291,7 @@ def write_report(run_dirs: Sequence[Path], out: Path, *, charts: bool = True) ->
     written[0].write_text(markdown(runs, paired, paired_notes, names), encoding="utf-8")
     written[1].write_text(csv_text(runs), encoding="utf-8")
     if paired:
-        from lladapt.fileio import write_json_atomic
+        from lladapt.common.fileio import write_json_atomic
 
         written.append(out / "paired.json")
         write_json_atomic(written[-1], {"pairs": paired})

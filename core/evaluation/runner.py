@@ -11,14 +11,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from lladapt.errors import ConfigError, ErrorItem
+from lladapt.common.errors import ConfigError, ErrorItem
+from lladapt.components.interfaces import AnswerParser, Dataset, Example, PromptTemplate
 from lladapt.evaluation.batching import length_sorted_batches
 from lladapt.evaluation.generation import Decoding, generate_batch
 from lladapt.evaluation.loglik import continuation_logliks, pick
 from lladapt.evaluation.progress import NoProgress, Progress
 from lladapt.evaluation.scoring import Prediction, Score, judge
 from lladapt.evaluation.store import PredictionStore, prompt_hash
-from lladapt.interfaces import AnswerParser, Dataset, Example, PromptTemplate
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedTokenizerBase

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from lladapt.interfaces import AnswerParser, Example
+from lladapt.components.interfaces import AnswerParser, Example
 
 
 @dataclass

@@ -12,9 +12,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from lladapt.errors import LladaptError
-from lladapt.fileio import write_json_atomic
-from lladapt.nested import differences
+from lladapt.common.errors import LladaptError
+from lladapt.common.fileio import write_json_atomic
+from lladapt.common.nested import differences
 
 
 def prompt_hash(prompt: str) -> str:

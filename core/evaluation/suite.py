@@ -22,7 +22,7 @@ from lladapt.evaluation.store import PredictionStore
 
 if TYPE_CHECKING:  # pragma: no cover
     from lladapt.config import RunConfig
-    from lladapt.data import LoadedSet
+    from lladapt.data.loading import LoadedSet
 
 EVAL_DIR = "eval"
 #: where a run's evaluation of the untrained model (``eval.before_training``) goes.
@@ -42,7 +42,7 @@ def evaluation_for(config: RunConfig, max_new_tokens: int) -> Evaluation:
 
 
 def entries_for(config: RunConfig, sets: list[LoadedSet]) -> list[Entry]:
-    from lladapt.data import make_parser
+    from lladapt.data.loading import make_parser
 
     labels = entry_labels([(s.name, s.split) for s in sets])
     return [
@@ -54,7 +54,7 @@ def entries_for(config: RunConfig, sets: list[LoadedSet]) -> list[Entry]:
 
 def check_entries(config: RunConfig, sets: list[LoadedSet]) -> None:
     """Fail before anything is loaded or written: ``loglik`` needs every item's choices."""
-    from lladapt.errors import ConfigError, ErrorItem
+    from lladapt.common.errors import ConfigError, ErrorItem
 
     if config.eval.scoring != "loglik":
         return
@@ -98,7 +98,7 @@ def evaluate_all(
     """Evaluate every entry into ``out/eval_dir``; ``fresh`` discards earlier predictions (a run
     that replaces another), else finished items are read back and not recomputed. Returns the
     summaries."""
-    from lladapt.data import get_template
+    from lladapt.data.loading import get_template
 
     template = get_template(config.data.template)
     progress = progress if progress is not None else default_progress()

@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from lladapt.errors import ConfigError, ErrorItem
+from lladapt.common.errors import ConfigError, ErrorItem
+from lladapt.sweep.merge import merge
 
 if TYPE_CHECKING:  # pragma: no cover
     from lladapt.sweep.spec import PlannedRun, Sweep
@@ -39,7 +40,7 @@ def nearest_size(count: Callable[[int], int], target: int, max_size: int) -> int
 
 
 def _size_option(run: PlannedRun, options: dict[str, str]) -> str | None:
-    from lladapt.plugin_manager import get_registry
+    from lladapt.components.plugin_manager import get_registry
 
     assert run.config is not None and run.config.adapter is not None
     name = run.config.adapter.name
@@ -48,9 +49,8 @@ def _size_option(run: PlannedRun, options: dict[str, str]) -> str | None:
 
 
 def _match(run: PlannedRun, option: str, target: int, max_size: int) -> None:
+    from lladapt.adapters.meta_check import count_parameters
     from lladapt.config import load_config
-    from lladapt.params import count_parameters
-    from lladapt.sweep.spec import merge
 
     counts: dict[int, int] = {}
 

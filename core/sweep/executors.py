@@ -4,7 +4,7 @@ GPUs each run asks for.
 
 Either way a run is the command ``lladapt run CONFIG [--resume]`` in a process of its own (its
 memory is returned when it ends; a crash fails that run, not the sweep), its output appended to
-``<sweep output_dir>/logs/<run>.log``, started through :mod:`lladapt.sweep.child` so that it does
+``<sweep output_dir>/logs/<run>.log``, started through :mod:`lladapt.cli.sweep_child` so that it does
 not outlive the process that started it. On a cluster of several machines the sweep's
 folders must be on storage every machine sees at the same path.
 """
@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lladapt.errors import LladaptError
+from lladapt.common.errors import LladaptError
 
 __all__ = ["EXECUTORS", "Job", "Outcome", "execute", "run_local", "run_ray"]
 
@@ -56,8 +56,8 @@ class Outcome:
 
 def execute(job: Job) -> Outcome:
     """Run one job to its end in a subprocess; never raises for the run's own failure."""
-    # through lladapt.sweep.child: the run stops (checkpoint, exit) when this process dies
-    command = [sys.executable, "-m", "lladapt.sweep.child", str(os.getpid()), "run", job.config_path,
+    # through lladapt.cli.sweep_child: the run stops (checkpoint, exit) when this process dies
+    command = [sys.executable, "-m", "lladapt.cli.sweep_child", str(os.getpid()), "run", job.config_path,
                *(["--resume"] if job.resume else [])]
     env = dict(os.environ)
     if job.threads:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lladapt.errors import LladaptError
+from lladapt.common.errors import LladaptError
 from lladapt.sweep.executors import EXECUTORS, Job, Outcome
 from lladapt.sweep.spec import PlannedRun, Sweep
 from lladapt.sweep.state import Status, run_status
@@ -64,7 +64,7 @@ def plan(sweep: Sweep, only: Sequence[str] = ()) -> list[Planned]:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    from lladapt.fileio import write_json_atomic
+    from lladapt.common.fileio import write_json_atomic
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, data, default=str)

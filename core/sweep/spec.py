@@ -16,7 +16,6 @@ than one choice, the variant's name or ``<last key part>-<value>``; its folder i
 
 from __future__ import annotations
 
-import copy
 import itertools
 import re
 from collections.abc import Mapping, Sequence
@@ -26,8 +25,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
 
+from lladapt.common.errors import ConfigError, ErrorItem
 from lladapt.config import RunConfig, errors_from_validation, load_config, read_config_file
-from lladapt.errors import ConfigError, ErrorItem
+from lladapt.sweep.budget import match_budgets
+from lladapt.sweep.merge import merge
 
 __all__ = ["PlannedRun", "Sweep", "SweepFile", "expand", "load_sweep", "merge"]
 
@@ -91,35 +92,6 @@ class Sweep:
     @property
     def report_dir(self) -> Path:
         return self.spec.report or self.spec.output_dir / "report"
-
-
-def _nested(fragment: Mapping[str, Any]) -> dict[str, Any]:
-    """``{"train.seed": 1}`` -> ``{"train": {"seed": 1}}`` (recursively)."""
-    out: dict[str, Any] = {}
-    for key, value in fragment.items():
-        value = _nested(value) if isinstance(value, Mapping) else value
-        parts = str(key).split(".")
-        node = out
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        if isinstance(node.get(parts[-1]), dict) and isinstance(value, dict):
-            node[parts[-1]] = merge(node[parts[-1]], value)
-        else:
-            node[parts[-1]] = value
-    return out
-
-
-def merge(base: Mapping[str, Any], fragment: Mapping[str, Any]) -> dict[str, Any]:
-    """``fragment`` over ``base``: mappings merge key by key, except that a component section
-    naming another component (``adapter: {name: series}`` over ``{name: lora, r: 8}``) replaces
-    the old one; anything else (lists, ``None``) replaces. Neither argument is changed."""
-    out = copy.deepcopy(dict(base))
-    for key, value in _nested(fragment).items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and value.get("name", out[key].get("name")) == out[key].get("name"):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 def _slug(value: Any) -> str:
@@ -219,7 +191,5 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> Sweep:
         raise ConfigError(errors, source=str(path))
     sweep = Sweep(str(path), spec, runs)
     if spec.budget is not None:
-        from lladapt.sweep.budget import match_budgets
-
         match_budgets(sweep)
     return sweep

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from lladapt.errors import LladaptError
-from lladapt.nested import differences
+from lladapt.common.errors import LladaptError
+from lladapt.common.nested import differences
 
 Status = Literal["finished", "partial", "pending"]
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lladapt.errors import LladaptError
+from lladapt.common.errors import LladaptError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch

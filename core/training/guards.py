@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from lladapt.errors import LladaptError
+from lladapt.common.errors import LladaptError
 
 
 class NonFiniteLossError(LladaptError):

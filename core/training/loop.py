@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lladapt.common.errors import LladaptError
 from lladapt.config import TrainSection
-from lladapt.errors import LladaptError
-from lladapt.tokenization import Encoded, collate_for_training
+from lladapt.data.tokenization import Encoded, collate_for_training
 from lladapt.training import checkpoints as ckpt
 from lladapt.training.guards import StopSignals, check_finite, interrupted
 from lladapt.training.loss import chunked_summed_loss, label_tokens, scale, summed_loss
@@ -397,7 +397,7 @@ def backward_step(
 
 def _summed_loss(model: torch.nn.Module, precision: Precision, batch: Mapping[str, torch.Tensor],
                  chunked: bool) -> torch.Tensor:
-    from lladapt.hf_compat import bypassed_output_head
+    from lladapt.common.hf_compat import bypassed_output_head
 
     with bypassed_output_head(model) if chunked else contextlib.nullcontext() as head, precision.autocast():
         out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
@@ -442,7 +442,7 @@ def _stop_requested(accelerator: Any, stop: StopSignals) -> bool:
 
 
 def _enable_gradient_checkpointing(model: torch.nn.Module) -> None:
-    from lladapt import hf_compat
+    from lladapt.common import hf_compat
 
     base = getattr(model, "base_model", model)
     if not getattr(base, "supports_gradient_checkpointing", False) or not hf_compat.enable_activation_checkpointing(base):

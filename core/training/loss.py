@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from lladapt.tokenization import IGNORE_INDEX, Encoded
+from lladapt.data.tokenization import IGNORE_INDEX, Encoded
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch

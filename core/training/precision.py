@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lladapt.errors import LladaptError
+from lladapt.common.errors import LladaptError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from lladapt.fileio import write_text_atomic
+from lladapt.common.fileio import write_text_atomic
 
 Echo = Callable[[str], None]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TypeVar
 
-from lladapt.errors import ConfigError, ErrorItem
+from lladapt.common.errors import ConfigError, ErrorItem
 
 T = TypeVar("T")
 

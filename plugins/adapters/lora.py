@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field, PositiveFloat, PositiveInt
 
-from lladapt import Adapter, AdapterError, ComponentConfig, Layout, Site, hf_compat
+from lladapt import Adapter, AdapterError, ComponentConfig, Layout, Site
+from lladapt.common import hf_compat
 
 if TYPE_CHECKING:
     import torch
@@ -166,7 +167,7 @@ class LoraAdapter(Adapter):
     def to_peft(self, state: Mapping[str, torch.Tensor]) -> tuple[dict[str, Any], dict]:
         """PEFT's ``LoraConfig`` fields, targeting exactly the attached modules (full paths, which
         PEFT matches exactly), and the tensors under PEFT's keys."""
-        from lladapt.adapter_files import to_peft_keys
+        from lladapt.adapters.files import to_peft_keys
 
         cfg = self.config
         peft_config = {
@@ -193,7 +194,7 @@ class LoraAdapter(Adapter):
     ) -> dict[str, torch.Tensor]:
         """PEFT's keys back to module paths (``base_model.model.`` off; PEFT < 0.5 files and the
         paper's code use the same keys)."""
-        from lladapt.adapter_files import from_peft_keys
+        from lladapt.adapters.files import from_peft_keys
 
         return from_peft_keys(tensors, "a PEFT LoRA file")
 
@@ -203,7 +204,7 @@ class LoraAdapter(Adapter):
     ) -> tuple[LoraConfig, list[Site]]:
         """The Config and sites of a LoRA folder written by PEFT (or the paper's code): one site
         per module that has a ``lora_A`` tensor."""
-        from lladapt.adapt import site_for_path
+        from lladapt.adapters.sites import site_for_path
 
         unsupported = {
             "use_dora": bool(peft_config.get("use_dora")),

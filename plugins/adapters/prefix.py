@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import PositiveInt, model_validator
 
-from lladapt import AdapterError, Layout, Site, hf_compat
+from lladapt import AdapterError, Layout, Site
+from lladapt.common import hf_compat
 from lladapt.plugins.adapters.prompt_learning import (
     PromptLearningAdapter,
     PromptLearningConfig,

@@ -9,7 +9,8 @@ from typing import Any, Literal
 
 import torch
 
-from lladapt import AdapterError, hf_compat
+from lladapt import AdapterError
+from lladapt.common import hf_compat
 from lladapt.plugins.adapters.virtual_tokens import (
     PrependedEmbeddings,
     VirtualTokens,

@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import PositiveInt
 
-from lladapt import Adapter, AdapterError, ComponentConfig, Layout, Site, hf_compat
+from lladapt import Adapter, AdapterError, ComponentConfig, Layout, Site
+from lladapt.common import hf_compat
+from lladapt.plugins.adapters.prompt_names import MODULE_NAME
 
 if TYPE_CHECKING:
     import torch
@@ -31,8 +33,6 @@ __all__ = [
     "embeddings_path",
 ]
 
-#: attribute of the base model that holds the virtual-token module (one per model).
-MODULE_NAME = "lladapt_virtual_tokens"
 
 
 class PromptLearningConfig(ComponentConfig):
@@ -52,7 +52,7 @@ class PromptLearningAdapter(Adapter):
     Subclasses implement :meth:`build` (the :class:`VirtualTokens` module for a model) and may add
     PEFT ``adapter_config.json`` fields (:meth:`_peft_fields`).
 
-    Saving (``lladapt.adapt`` contract): the state is the module's parameters, keyed
+    Saving (``lladapt.adapters.model`` contract): the state is the module's parameters, keyed
     ``lladapt_virtual_tokens.<name>``. :meth:`to_peft` adds PEFT's ``prompt_embeddings`` (the
     virtual tokens as the encoder outputs them) beside that state, so one folder loads both in
     ``peft.PeftModel.from_pretrained`` (which reads only ``prompt_embeddings``) and in lladapt

@@ -30,8 +30,9 @@ from typing import Any
 
 import torch
 
-from lladapt import AdapterError, hf_compat
-from lladapt.plugins.adapters.prompt_learning import MODULE_NAME
+from lladapt import AdapterError
+from lladapt.common import hf_compat
+from lladapt.plugins.adapters.prompt_names import MODULE_NAME
 
 __all__ = [
     "PrependedEmbeddings",
@@ -93,7 +94,7 @@ class VirtualTokens(torch.nn.Module):
     #: whether the model's forward takes ``position_ids`` (set when the module is installed).
     takes_position_ids: bool = False
     #: the name the model's forward takes its KV cache by (set when the module is installed;
-    #: see :func:`lladapt.hf_compat.cache_argument`).
+    #: see :func:`lladapt.common.hf_compat.cache_argument`).
     cache_argument: str | None = None
 
     def __init__(self, num_virtual_tokens: int, embeddings_path: str):

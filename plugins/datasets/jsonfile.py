@@ -24,7 +24,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from lladapt import ComponentConfig, DataError, Dataset, Example
-from lladapt.data import FIELDS, read_examples
+from lladapt.data.loading import FIELDS, read_examples
 
 
 class JsonConfig(ComponentConfig):
@@ -65,7 +65,7 @@ class JsonFile(Dataset):
     def __init__(self, config: JsonConfig | None = None):
         super().__init__(config)
         cfg: JsonConfig = self.config
-        # what this instance evaluates with: read by lladapt.data.make_parser and the evaluator.
+        # what this instance evaluates with: read by lladapt.data.loading.make_parser and the evaluator.
         self.splits = tuple(cfg.files) or type(self).splits
         self.task = cfg.task
         self.parser = cfg.parser

@@ -2,7 +2,7 @@
 
 Files come from a local copy in the paper repository's layout (``data_dir`` or
 ``LLADAPT_DATA_DIR``), else from the user's cache, else from the paper repository's raw files at
-a pinned commit, verified by sha256 (see ``lladapt.data_sources``).
+a pinned commit, verified by sha256 (see ``lladapt.data.sources``).
 
 The math test sets also have a ``heldout`` split: the v1 paper trained on ``math_data.json``, the
 80% training split of the six math test sets, so the test items whose whitespace-normalised,
@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from lladapt import ComponentConfig, DataError, Dataset, Example
-from lladapt.data import normalize_text, read_examples
-from lladapt.data_sources import RemoteFile, locate
+from lladapt.data.loading import normalize_text, read_examples
+from lladapt.data.sources import RemoteFile, locate
 
 UPSTREAM_REPO = "AGI-Edgerunners/LLM-Adapters"
 UPSTREAM_COMMIT = "816657208af4db747803f87ba40a4c71383fed7a"

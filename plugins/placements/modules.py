@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator
 
 from lladapt import Adapter, ComponentConfig, Layout, PlacementError, Site
-from lladapt.interfaces import ROLES
+from lladapt.components.interfaces import ROLES
 from lladapt.plugins.placements.layers import LayerPlacement, LayersConfig
 
 __all__ = ["ModuleTarget", "ModulesPlacement"]

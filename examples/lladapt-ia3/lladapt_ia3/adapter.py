@@ -19,8 +19,8 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 import lladapt
-from lladapt.adapt import site_for_path
-from lladapt.adapter_files import from_peft_keys, to_peft_keys
+from lladapt.adapters.files import from_peft_keys, to_peft_keys
+from lladapt.adapters.sites import site_for_path
 
 
 @dataclass

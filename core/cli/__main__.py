@@ -1,0 +1,5 @@
+"""``python -m lladapt.cli``: the same as the ``lladapt`` command."""
+
+from lladapt.cli import main
+
+main()
