@@ -13,11 +13,11 @@ import yaml
 from click.testing import CliRunner
 from plugin_env import IA3_PROJECT, env_with, install_wheel
 
-from lladapt.adapters.model import AdaptedModel
+from lladapt.adapt import AdaptedModel
 from lladapt.api import run
 from lladapt.cli import cli
 from lladapt.config import load_config
-from lladapt.models.loading import load_model
+from lladapt.models import load_model
 
 #: PEFT's IA3 count on LLaMA-7B for k, v and down: 32 layers x (4096 + 4096 + 11008).
 LLAMA_7B_IA3 = 614_400
@@ -89,7 +89,7 @@ def test_validated_and_counted(ia3_site, stories260k, tmp_path):
 def test_same_count_as_peft_on_stories260k(ia3_site, stories260k):
     from peft import IA3Config, get_peft_model
 
-    from lladapt.adapters.meta_check import count_parameters
+    from lladapt.params import count_parameters
 
     ours = count_parameters(load_config({"model": str(stories260k), "adapter": "ia3"}))
     base = load_model(load_config({"model": str(stories260k)}).model).model

@@ -19,15 +19,6 @@ from lladapt.components.interfaces import ComponentConfig
 from lladapt.config.sections import AdapterSection, ComponentSection, RunConfig
 from lladapt.registry import did_you_mean
 
-__all__ = [
-    "apply_overrides",
-    "component_options",
-    "errors_from_validation",
-    "load_config",
-    "read_config_file",
-    "resolve_components",
-]
-
 
 def _unwrap(annotation: Any) -> list[Any]:
     """The BaseModel classes inside an annotation (Optional, list, Union...)."""

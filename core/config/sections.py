@@ -23,19 +23,6 @@ from pydantic import (
 from lladapt.components.interfaces import ComponentConfig
 from lladapt.config.trackers import check_available
 
-__all__ = [
-    "AdapterSection",
-    "ComponentSection",
-    "DataSection",
-    "DatasetRef",
-    "EvalSection",
-    "ModelSection",
-    "QuantizationConfig",
-    "RunConfig",
-    "Section",
-    "TrainSection",
-]
-
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=(), validate_assignment=True)

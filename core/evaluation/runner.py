@@ -168,16 +168,8 @@ def evaluate_entry(
                 new = _loglik_records(model, tokenizer, entry, prompts, batch, evaluation)
             else:
                 new = _generate_records(model, tokenizer, template, entry, prompts, batch, decoding)
-            correct = 0
-            share = (time.perf_counter() - batch_started) / len(new)
-            for record in new:
-                ex = examples[record["index"]]
-                prediction, ok = judge(entry.parser, record["response"], ex.answer)
-                correct += ok
-                record.update(prompt_sha=prompt_hash(prompts[record["index"]]), source=ex.source,
-                              answer=ex.answer, prediction=prediction, correct=ok,
-                              seconds=round(share, 4))
-                records[record["index"]] = record
+            correct = _judge_batch(new, entry, prompts, time.perf_counter() - batch_started)
+            records.update((record["index"], record) for record in new)
             if store is not None:
                 store.append(sorted(new, key=lambda r: r["index"]))
             progress.advance(len(new), correct)
@@ -185,6 +177,27 @@ def evaluate_entry(
         progress.stop()
         if store is not None:
             store.close()
+    return _score(entry, records, done, started)
+
+
+def _judge_batch(new: list[dict[str, Any]], entry: Entry, prompts: Sequence[str], seconds: float) -> int:
+    """Parse and judge a batch's new records in place (each gets its prompt hash, answer,
+    prediction, verdict and share of the batch's ``seconds``); returns how many are correct."""
+    correct = 0
+    share = seconds / len(new)
+    for record in new:
+        ex = entry.examples[record["index"]]
+        prediction, ok = judge(entry.parser, record["response"], ex.answer)
+        correct += ok
+        record.update(prompt_sha=prompt_hash(prompts[record["index"]]), source=ex.source,
+                      answer=ex.answer, prediction=prediction, correct=ok, seconds=round(share, 4))
+    return correct
+
+
+def _score(entry: Entry, records: dict[int, dict[str, Any]], done: dict[int, dict[str, Any]],
+           started: float) -> Score:
+    """The entry's Score over every record, those computed now and those read back (``done``)."""
+    examples = entry.examples
     result = Score(dataset=entry.name, total=len(examples), correct=0, unparsed=0, seconds=0.0,
                    generated_tokens=0, label=entry.label, split=entry.split,
                    computed=len(examples) - len(done))
