@@ -42,30 +42,37 @@ def test_every_old_module_path_imports_with_a_warning_naming_the_new_one() -> No
 
 
 def test_old_names_are_the_new_objects() -> None:
-    import warnings
+    done = run_python("""
+        import json, warnings
+        from lladapt.adapters import model, sites
+        from lladapt.adapters.files import to_peft_keys
+        from lladapt.adapters.meta_check import count_parameters
+        from lladapt.data.loading import load_set
+        from lladapt.models.loading import load_model
 
-    from lladapt.adapters import model, sites
-    from lladapt.adapters.files import to_peft_keys
-    from lladapt.adapters.meta_check import count_parameters
-    from lladapt.data.loading import load_set
-    from lladapt.models.loading import load_model
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        from lladapt.adapt import AdaptedModel, site_for_path
-        from lladapt.adapter_files import load_adapter
-        from lladapt.adapter_files import to_peft_keys as old_to_peft_keys
-        from lladapt.data import load_set as old_load_set
-        from lladapt.models import load_model as old_load_model
-        from lladapt.params import count_parameters as old_count_parameters
-    assert AdaptedModel is model.AdaptedModel and site_for_path is sites.site_for_path
-    assert load_adapter is model.load_adapter and old_to_peft_keys is to_peft_keys
-    assert old_load_set is load_set and old_load_model is load_model
-    assert old_count_parameters is count_parameters
-    messages = [str(w.message) for w in caught if issubclass(w.category, DeprecationWarning)]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            from lladapt.adapt import AdaptedModel, site_for_path
+            from lladapt.adapter_files import load_adapter
+            from lladapt.adapter_files import to_peft_keys as old_to_peft_keys
+            from lladapt.data import load_set as old_load_set
+            from lladapt.models import load_model as old_load_model
+            from lladapt.params import count_parameters as old_count_parameters
+        same = [AdaptedModel is model.AdaptedModel, site_for_path is sites.site_for_path,
+                load_adapter is model.load_adapter, old_to_peft_keys is to_peft_keys,
+                old_load_set is load_set, old_load_model is load_model,
+                old_count_parameters is count_parameters]
+        print(json.dumps({"same": same, "messages": [str(w.message) for w in caught]}))
+    """)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert seen["same"] == [True] * 7
+    messages = seen["messages"]
     assert ("lladapt.models.load_model moved to lladapt.models.loading.load_model; import it from "
             "there (lladapt.models.load_model will be removed)") in messages
-    assert any(m.startswith("lladapt.data.load_set moved to lladapt.data.loading.load_set") for m in messages)
+    assert ("lladapt.data.load_set moved to lladapt.data.loading.load_set; import it from there "
+            "(lladapt.data.load_set will be removed)") in messages
+    assert len(messages) == 5  # one a module or name: adapt, adapter_files, data, models, params
 
 
 def test_an_unknown_name_of_an_old_path_is_an_import_error() -> None:

@@ -3,7 +3,7 @@ accumulation (batch = micro batch x accumulation x processes, the paper's 16 = 4
 precision on a GPU through accelerate, exact-resume checkpoints, validation loss, guards.
 
 Each optimizer step takes the next ``batch_size / micro_batch_size`` micro-batches from a stream
-that runs through the epochs in a seeded order (:mod:`.sampler`); ``epochs: 3`` is exactly three
+that runs through the epochs in a seeded order (:mod:`.plan`); ``epochs: 3`` is exactly three
 passes, the last step shorter when the micro-batches do not divide evenly, and the loss of every
 step is normalised by its own label tokens (:mod:`.loss`), so a short step is not scaled down.
 
@@ -11,143 +11,42 @@ Processes (``accelerate launch``) share each step's micro-batches round-robin an
 gradients once per step. The model is not wrapped in DistributedDataParallel: a step can hold
 fewer micro-batches than processes, and one explicit reduction per step can neither hang nor
 double-scale there.
+
+``train`` runs its steps in order: prepare (:mod:`.prepare`), restore a checkpoint on resume
+(:mod:`.resume`), then for each step the optimizer step, its log record, the validation loss
+(:mod:`.validation`), a checkpoint or a stop on a signal; at the end, finish. The steps
+share one :class:`~lladapt.training.state.LoopState` (:mod:`.state`) instead of closures.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lladapt.common.errors import LladaptError
 from lladapt.config import TrainSection
 from lladapt.data.tokenization import Encoded, collate_for_training
 from lladapt.training import checkpoints as ckpt
 from lladapt.training.guards import StopSignals, check_finite, interrupted
 from lladapt.training.loss import chunked_summed_loss, label_tokens, scale, summed_loss
-from lladapt.training.precision import Precision, mixed_precision
+from lladapt.training.plan import Plan, make_plan, total_steps
+from lladapt.training.precision import Precision
+from lladapt.training.prepare import prepare
 from lladapt.training.progress import Progress, trim_metrics
-from lladapt.training.sampler import epoch_batches, padded_width
-from lladapt.training.schedule import make_scheduler
-from lladapt.training.trackers import Tracking, accelerator_kwargs
+from lladapt.training.resume import restore, write_checkpoint
+from lladapt.training.state import LoopState, TrainResult, Window
+from lladapt.training.trackers import Tracking
+from lladapt.training.validation import validation_loss
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
+__all__ = ["Plan", "TrainResult", "backward_step", "make_plan", "total_steps", "train"]
+
 Echo = Callable[[str], None]
-
-
-@dataclass
-class TrainResult:
-    steps: int
-    epochs: float
-    #: (step, mean loss per label token over the logging window)
-    losses: list[tuple[int, float]] = field(default_factory=list)
-    seconds: float = 0.0
-    checkpoints: list[Path] = field(default_factory=list)
-    #: (step, validation loss)
-    val_losses: list[tuple[int, float]] = field(default_factory=list)
-    best_step: int | None = None
-    #: share of padding tokens over every micro-batch trained on
-    padded_share: float = 0.0
-    #: non-pad tokens over every micro-batch trained on
-    real_tokens: int = 0
-    resumed_from: int | None = None
-
-    @property
-    def first_loss(self) -> float | None:
-        return self.losses[0][1] if self.losses else None
-
-    @property
-    def final_loss(self) -> float | None:
-        return self.losses[-1][1] if self.losses else None
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Which micro-batches make up each optimizer step."""
-
-    n_examples: int
-    micro_batch_size: int
-    #: micro-batches per optimizer step, over all processes
-    per_step: int
-    #: micro-batches in one epoch
-    per_epoch: int
-    #: micro-batches in the whole run
-    total: int
-
-    @property
-    def steps(self) -> int:
-        return math.ceil(self.total / self.per_step)
-
-    def micro_batches(self, step: int) -> range:
-        """Global indices of the micro-batches of ``step`` (1-based)."""
-        return range((step - 1) * self.per_step, min(step * self.per_step, self.total))
-
-
-def make_plan(n_examples: int, settings: TrainSection) -> Plan:
-    per_step = settings.batch_size // settings.micro_batch_size
-    per_epoch = math.ceil(n_examples / settings.micro_batch_size)
-    total = settings.max_steps * per_step if settings.max_steps else math.ceil(settings.epochs * per_epoch)
-    return Plan(n_examples, settings.micro_batch_size, per_step, per_epoch, max(1, total))
-
-
-def total_steps(n_examples: int, settings: TrainSection) -> int:
-    return make_plan(n_examples, settings).steps
-
-
-class _Batches:
-    """The micro-batch stream: global index -> example indices (each epoch's order cached)."""
-
-    def __init__(self, lengths: Sequence[int], plan: Plan, settings: TrainSection) -> None:
-        self.lengths, self.plan, self.settings = lengths, plan, settings
-        self.orders: dict[int, list[list[int]]] = {}
-
-    def order(self, epoch: int) -> list[list[int]]:
-        if epoch not in self.orders:
-            self.orders = {epoch: epoch_batches(
-                self.lengths, self.plan.micro_batch_size, seed=self.settings.seed, epoch=epoch,
-                group_by_length=self.settings.group_by_length,
-            )}
-        return self.orders[epoch]
-
-    def __getitem__(self, index: int) -> list[int]:
-        return self.order(index // self.plan.per_epoch)[index % self.plan.per_epoch]
-
-
-@dataclass
-class _Window:
-    """Sums since the last logging step."""
-
-    loss: float = 0.0
-    tokens: int = 0
-    real: int = 0
-    padded: int = 0
-    started: float = field(default_factory=time.perf_counter)
-
-    def add(self, loss: float, tokens: int, real: int, padded: int) -> None:
-        self.loss += loss
-        self.tokens += tokens
-        self.real += real
-        self.padded += padded
-
-
-@functools.cache
-def _destroy_process_group_at_exit() -> None:
-    """Destroy the process group when this process exits (registered once per process). Left to
-    the C++ destructors at interpreter exit, gloo's process group aborts a process now and then
-    ("terminate called without an active exception", exit -6) after a run that finished, and the
-    launcher then fails the whole run."""
-    import atexit
-
-    from accelerate import PartialState
-
-    atexit.register(PartialState().destroy_process_group)
 
 
 def train(
@@ -173,192 +72,129 @@ def train(
     complete checkpoint in ``checkpoint_dir``; ``tracker_dir`` holds local trackers' files
     (``settings.report_to``).
     """
-    import torch
-    from accelerate import Accelerator
-
-    if not encoded:
-        raise ValueError("no training examples")
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(),  # processes, device, reductions, trackers
-                              **accelerator_kwargs(settings.report_to, tracker_dir))
-    precision = Precision(mixed_precision(settings.precision), accelerator.device)
-    world, main = accelerator.num_processes, accelerator.is_main_process
-    if world > 1:
-        _destroy_process_group_at_exit()
-    plan = make_plan(len(encoded), settings)
-    if plan.per_step % world:
-        raise LladaptError(
-            f"train.batch_size / train.micro_batch_size = {plan.per_step} micro-batches per step "
-            f"cannot be shared evenly by {world} processes"
-        )
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    if not named:
-        raise ValueError("the model has no trainable parameters")
-    params = [p for _, p in named]
-    dtypes = [p.dtype for p in params]
-    if precision.dtype is not None:
-        for p in params:  # the optimizer and grad scaler want fp32 master weights
-            p.data = p.data.float()
-    _place(model, accelerator.device)
-    if settings.gradient_checkpointing:
-        _enable_gradient_checkpointing(model)
-
-    lengths = [len(e.input_ids) for e in encoded]
-    n_labels = [label_tokens(e) for e in encoded]
-    batches = _Batches(lengths, plan, settings)
-    steps = plan.steps
-    optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=settings.weight_decay)
-    scheduler = make_scheduler(settings.lr_scheduler, optimizer, warmup_steps=settings.warmup_steps,
-                               total_steps=steps)
-
-    result = TrainResult(steps=0, epochs=0.0)
-    plan_record = {"steps": steps, "total_micro_batches": plan.total, "examples": plan.n_examples,
-                   "per_step": plan.per_step, "world_size": world}
-    best: dict[str, torch.Tensor] | None = None
-    best_val = math.inf
-    tokens_seen = real_total = padded_total = 0
-    start_step = 1
-    last_checkpoint: Path | None = None
-    if resume and checkpoint_dir is not None:
-        found = ckpt.latest_checkpoint(checkpoint_dir, echo if main else lambda _: None)
-        if found is None:
-            echo(f"no complete checkpoint in {checkpoint_dir}: starting from step 1")
-        else:
-            state = found.state
-            if state.get("plan") != plan_record:
-                raise LladaptError(f"cannot resume from {found.path}: it was written for {state.get('plan')}, this run is {plan_record}")
-            ckpt.load_trainable(model, found.trainable)
-            optimizer.load_state_dict(found.optimizer["optimizer"])
-            precision.load_state_dict(found.optimizer["scaler"])
-            scheduler.load_state_dict(found.scheduler)
-            batches.orders = {int(k): v for k, v in state["orders"].items()}
-            result.losses = [tuple(x) for x in state["losses"]]
-            result.val_losses = [tuple(x) for x in state["val_losses"]]
-            result.best_step, best_val = state["best_step"], state["best_val"] or math.inf
-            tokens_seen, real_total, padded_total = state["tokens"], state["real"], state["padded"]
-            best = found.best
-            start_step = found.step + 1
-            result.resumed_from = found.step
-            last_checkpoint = found.path
-            ckpt.set_rng_state(found.rng)
-            echo(f"resuming from {found.path} (step {found.step} of {steps})")
-
-    def write_checkpoint(step: int) -> Path | None:
-        path = None
-        if main and checkpoint_dir is not None:
-            current = batches.order((plan.micro_batches(step).stop - 1) // plan.per_epoch)
-            epoch = (plan.micro_batches(step).stop - 1) // plan.per_epoch
-            state = {
-                "plan": plan_record, "micro_batches_done": plan.micro_batches(step).stop,
-                "orders": {str(epoch): current}, "losses": result.losses,
-                "val_losses": result.val_losses, "best_step": result.best_step,
-                "best_val": None if math.isinf(best_val) else best_val, "tokens": tokens_seen,
-                "real": real_total, "padded": padded_total, "config": dict(run_config or {}),
-                "window": [window.loss, window.tokens, window.real, window.padded],
-                "seconds": time.perf_counter() - started,
-            }
-            path = ckpt.save_checkpoint(checkpoint_dir, step, model=model, optimizer=optimizer, scaler=precision,
-                                        scheduler=scheduler, state=state, save_adapter=save, best=best,
-                                        keep=settings.save_total_limit)
-            result.checkpoints.append(path)
-        accelerator.wait_for_everyone()
-        return path or (checkpoint_dir / f"step-{step}" if checkpoint_dir else None)
-
-    def validation_loss() -> float:
-        model.eval()
-        total = count = 0.0
-        order = sorted(range(len(val_encoded)), key=lambda i: len(val_encoded[i].input_ids))
-        with torch.no_grad():
-            for i in range(0, len(order), settings.micro_batch_size):
-                rows = [val_encoded[j] for j in order[i : i + settings.micro_batch_size]]
-                batch = collate_for_training(rows, pad_token_id, settings.pad_to_multiple_of)
-                batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-                with precision.autocast():
-                    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-                total += summed_loss(logits, batch["labels"]).item()
-                count += sum(label_tokens(r) for r in rows)
-        model.train()
-        return total / max(1, count)
-
-    if resume and main and metrics is not None:
-        trim_metrics(metrics, start_step - 1)
+    run = prepare(model, encoded, settings, learning_rate=learning_rate, pad_token_id=pad_token_id,
+                  val_encoded=val_encoded, save=save, checkpoint_dir=checkpoint_dir,
+                  run_config=run_config, tracker_dir=tracker_dir)
+    found = restore(run, checkpoint_dir, echo) if resume and checkpoint_dir is not None else None
+    if resume and run.main and metrics is not None:
+        trim_metrics(metrics, run.start_step - 1)  # the steps after the checkpoint are logged again
     model.train()
-    window = _Window()
-    if result.resumed_from is not None:
-        window.add(*found.state["window"])
-    # seconds of training before an interruption count: the clock starts where the checkpoint's stopped
-    started = time.perf_counter() - (found.state.get("seconds", 0.0) if result.resumed_from is not None else 0.0)
-    step = start_step - 1
+    run.start_clock(found.state if found is not None else None)
     with StopSignals() as stop, Progress(
-        settings.progress if main else "none", steps, echo=echo, metrics=metrics if main else None
-    ) as progress, Tracking(accelerator, settings.report_to, run_config) as tracking:
-        progress.advance(step)
-        for step in range(start_step, steps + 1):
-            micro = [batches[g] for g in plan.micro_batches(step)]
-            step_tokens = sum(n_labels[i] for idx in micro for i in idx)
-            with precision.frozen_weights_cast(model):  # fp32 again for anything run between steps
-                loss_sum = backward_step(
-                    model, precision, [[encoded[i] for i in idx] for idx in micro],
-                    rank=accelerator.process_index, world=world,
-                    pad_token_id=pad_token_id, pad_to_multiple_of=settings.pad_to_multiple_of,
-                    normalization=settings.loss_normalization,
-                )
-            if world > 1:
-                loss_sum = _all_reduce_grads(accelerator, params, loss_sum)
-            precision.unscale(optimizer)
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm or math.inf))
-            step_loss = loss_sum.item() / max(1, step_tokens)
-            check_finite(step, step_loss, grad_norm if precision.scaler is None else None, last_checkpoint)
-            lr = optimizer.param_groups[0]["lr"]  # the rate this step uses
-            if precision.step(optimizer):
-                scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-
-            real = sum(lengths[i] for idx in micro for i in idx)
-            padded = sum(padded_width(max(lengths[i] for i in idx), settings.pad_to_multiple_of) * len(idx) for idx in micro)
-            window.add(loss_sum.item(), step_tokens, real, padded)
-            tokens_seen += step_tokens
-            real_total += real
-            padded_total += padded
+        settings.progress if run.main else "none", run.steps, echo=echo, metrics=metrics if run.main else None
+    ) as progress, Tracking(run.accelerator, settings.report_to, run_config) as tracking:
+        progress.advance(run.start_step - 1)
+        for step in range(run.start_step, run.steps + 1):
+            lr, grad_norm = _optimizer_step(run, step)
             progress.advance(step)
-            record: dict[str, Any] = {}
-            if step % settings.logging_steps == 0 or step in (1, steps):
-                elapsed = time.perf_counter() - window.started
-                mean = window.loss / max(1, window.tokens)
-                result.losses.append((step, mean))
-                record = {"step": step, "epoch": round(plan.micro_batches(step).stop / plan.per_epoch, 4),
-                          "loss": round(mean, 6), "lr": lr, "grad_norm": round(grad_norm, 6),
-                          "tokens_per_second": round(window.real / max(elapsed, 1e-9), 1),
-                          "padded_share": round(1 - window.real / max(1, window.padded), 4),
-                          "seconds": round(time.perf_counter() - started, 2)}
-                window = _Window()
-            if val_encoded and ((settings.eval_steps and step % settings.eval_steps == 0) or step == steps):
-                val = validation_loss()
-                result.val_losses.append((step, val))
-                record = {**(record or {"step": step}), "val_loss": round(val, 6)}
-                if val < best_val:
-                    best_val, result.best_step = val, step
-                    if settings.keep_best:
-                        best = ckpt.trainable_state(model)
+            record = _log_record(run, step, lr, grad_norm) | _validate(run, step)
             if record:
                 progress.log(record)
                 tracking.log(record)
-            stopping = _stop_requested(accelerator, stop)
-            if step < steps and (stopping or (settings.save_steps and step % settings.save_steps == 0)):
-                last_checkpoint = write_checkpoint(step)
-            if stopping:
-                raise interrupted(stop.name or "a signal", step, last_checkpoint or Path("(no checkpoint_dir)"))
+            _checkpoint_or_stop(run, step, stop)
+    return _finish(run)
 
-    if settings.keep_best and best is not None:
-        ckpt.load_trainable(model, best)
-    for p, dtype in zip(params, dtypes, strict=True):  # back to the model's dtype: what is saved is what ran
+
+def _optimizer_step(run: LoopState, step: int) -> tuple[float, float]:
+    """Forward and backward over the step's micro-batches, the reduction over processes, clipping,
+    the guard against a non-finite loss, the optimizer and schedule step; then the step's tokens
+    are counted. Returns the learning rate the step used and the gradient norm before clipping."""
+    import torch
+
+    settings, precision, optimizer = run.settings, run.precision, run.optimizer
+    micro = [run.batches[g] for g in run.plan.micro_batches(step)]
+    step_tokens = sum(run.n_labels[i] for idx in micro for i in idx)
+    with precision.frozen_weights_cast(run.model):  # fp32 again for anything run between steps
+        loss_sum = backward_step(
+            run.model, precision, [[run.encoded[i] for i in idx] for idx in micro],
+            rank=run.accelerator.process_index, world=run.world,
+            pad_token_id=run.pad_token_id, pad_to_multiple_of=settings.pad_to_multiple_of,
+            normalization=settings.loss_normalization,
+        )
+    if run.world > 1:
+        loss_sum = _all_reduce_grads(run.accelerator, run.params, loss_sum)
+    precision.unscale(optimizer)
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(run.params, settings.max_grad_norm or math.inf))
+    step_loss = loss_sum.item() / max(1, step_tokens)
+    check_finite(step, step_loss, grad_norm if precision.scaler is None else None, run.last_checkpoint)
+    lr = optimizer.param_groups[0]["lr"]  # the rate this step uses
+    if precision.step(optimizer):
+        run.scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    run.count(micro, loss_sum.item(), step_tokens)
+    return lr, grad_norm
+
+
+def _log_record(run: LoopState, step: int, lr: float, grad_norm: float) -> dict[str, Any]:
+    """At a logging step (and the first and last), the record of the logging window, which then
+    starts again; else an empty record."""
+    if not (step % run.settings.logging_steps == 0 or step in (1, run.steps)):
+        return {}
+    window, plan = run.window, run.plan
+    elapsed = time.perf_counter() - window.started
+    mean = window.loss / max(1, window.tokens)
+    run.result.losses.append((step, mean))
+    record = {"step": step, "epoch": round(plan.micro_batches(step).stop / plan.per_epoch, 4),
+              "loss": round(mean, 6), "lr": lr, "grad_norm": round(grad_norm, 6),
+              "tokens_per_second": round(window.real / max(elapsed, 1e-9), 1),
+              "padded_share": round(1 - window.real / max(1, window.padded), 4),
+              "seconds": round(time.perf_counter() - run.started, 2)}
+    run.window = Window()
+    return record
+
+
+def _validate(run: LoopState, step: int) -> dict[str, Any]:
+    """At an evaluation step (and the last), the validation loss as a record; a new best is kept
+    (``keep_best``). Without validation examples, or at another step, an empty record."""
+    settings = run.settings
+    if not run.val_encoded or not ((settings.eval_steps and step % settings.eval_steps == 0) or step == run.steps):
+        return {}
+    val = validation_loss(run.model, run.val_encoded, run.precision, micro_batch_size=settings.micro_batch_size,
+                          pad_token_id=run.pad_token_id, pad_to_multiple_of=settings.pad_to_multiple_of)
+    run.result.val_losses.append((step, val))
+    if val < run.best_val:
+        run.best_val, run.result.best_step = val, step
+        if settings.keep_best:
+            run.best = ckpt.trainable_state(run.model)
+    return {"step": step, "val_loss": round(val, 6)}
+
+
+def _checkpoint_or_stop(run: LoopState, step: int, stop: StopSignals) -> None:
+    """A checkpoint every ``save_steps`` and when a signal came (none after the last step: the
+    run's output follows); then, on a signal, stop, naming the checkpoint to resume from."""
+    stopping = _stop_requested(run.accelerator, stop)
+    save_steps = run.settings.save_steps
+    if step < run.steps and (stopping or (save_steps and step % save_steps == 0)):
+        run.last_checkpoint = write_checkpoint(run, step)
+    if stopping:
+        raise interrupted(stop.name or "a signal", step, run.last_checkpoint or Path("(no checkpoint_dir)"))
+
+
+def _finish(run: LoopState) -> TrainResult:
+    """The best weights back (``keep_best``), the trainable parameters back in the model's dtype
+    (what is saved is what ran), eval mode, and the run's totals."""
+    if run.settings.keep_best and run.best is not None:
+        ckpt.load_trainable(run.model, run.best)
+    for p, dtype in zip(run.params, run.dtypes, strict=True):
         p.data = p.data.to(dtype)
-    model.eval()
-    result.steps = steps
-    result.epochs = plan.total / plan.per_epoch
-    result.seconds = time.perf_counter() - started
-    result.padded_share = 1 - real_total / padded_total if padded_total else 0.0
-    result.real_tokens = real_total
+    run.model.eval()
+    result = run.result
+    result.steps = run.steps
+    result.epochs = run.plan.total / run.plan.per_epoch
+    result.seconds = time.perf_counter() - run.started
+    result.padded_share = 1 - run.real_total / run.padded_total if run.padded_total else 0.0
+    result.real_tokens = run.real_total
     return result
+
+
+def _stop_requested(accelerator: Any, stop: StopSignals) -> bool:
+    """Whether any process received SIGINT/SIGTERM (all stop at the same step)."""
+    if accelerator.num_processes == 1:
+        return stop.received is not None
+    import torch
+
+    flag = torch.tensor([1.0 if stop.received is not None else 0.0], device=accelerator.device)
+    return bool(accelerator.reduce(flag, reduction="sum").item() > 0)
 
 
 def backward_step(
@@ -418,35 +254,3 @@ def _all_reduce_grads(accelerator: Any, params: Sequence[torch.nn.Parameter], lo
         p.grad = flat[offset : offset + g.numel()].view_as(g).to(g.dtype)
         offset += g.numel()
     return flat[-1]
-
-
-def _place(model: torch.nn.Module, device: torch.device) -> None:
-    """Move the model to the training device, unless it is there already or was placed by its
-    loader (quantized models, device maps: ``.to`` is refused or would undo the map)."""
-    current = next(model.parameters()).device
-    if current.type == device.type and (current.index or 0) == (device.index or 0):
-        return
-    if getattr(model, "hf_device_map", None) or getattr(model, "hf_quantizer", None) is not None:
-        return
-    model.to(device)
-
-
-def _stop_requested(accelerator: Any, stop: StopSignals) -> bool:
-    """Whether any process received SIGINT/SIGTERM (all stop at the same step)."""
-    if accelerator.num_processes == 1:
-        return stop.received is not None
-    import torch
-
-    flag = torch.tensor([1.0 if stop.received is not None else 0.0], device=accelerator.device)
-    return bool(accelerator.reduce(flag, reduction="sum").item() > 0)
-
-
-def _enable_gradient_checkpointing(model: torch.nn.Module) -> None:
-    from lladapt.common import hf_compat
-
-    base = getattr(model, "base_model", model)
-    if not getattr(base, "supports_gradient_checkpointing", False) or not hf_compat.enable_activation_checkpointing(base):
-        raise LladaptError(
-            f"train.gradient_checkpointing: the model ({type(base).__name__}) does not support "
-            "gradient checkpointing; set it to false"
-        )
