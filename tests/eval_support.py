@@ -25,6 +25,14 @@ QUESTIONS = [
     "Ben ran to the park to play with his ball and his friends, and then he went home to eat.",
 ]
 EXAMPLES = [Example(instruction=q, answer="5", source=f"t#{i}") for i, q in enumerate(QUESTIONS)]
+#: one small configuration of each adapter kind.
+ADAPTERS = {
+    "series": {"name": "series", "bottleneck_size": 8},
+    "parallel": {"name": "parallel", "bottleneck_size": 8},
+    "lora": {"name": "lora", "r": 4},
+    "prefix": {"name": "prefix", "num_virtual_tokens": 4},
+    "prompt": {"name": "prompt", "num_virtual_tokens": 4},
+}
 
 
 def stories(path):

@@ -202,7 +202,7 @@ def test_plugins_page_states_each_optional_adapter_method_and_walks_through_the_
     import lladapt
 
     text = (DOCS / "plugins.md").read_text()
-    for method in ("merge", "unmerge", "detach", "to_peft", "from_peft", "sites_from_peft"):
+    for method in ("merge", "unmerge", "detach", "share", "to_peft", "from_peft", "sites_from_peft"):
         assert f"**`{method}(" in text, f"the contract of Adapter.{method} is missing"
     for attribute in ("site_kind", "modes", "default_mode(role)", "block_position",
                       "default_placement", "default_learning_rate", "peft_type"):

@@ -6,18 +6,18 @@ from __future__ import annotations
 import pytest
 import torch
 from adapters_support import one_torch_thread, randomise  # noqa: F401
-from eval_support import EXAMPLES, answers, run_entry, stories, stories_tokenizer, tiny_llama
+from eval_support import (
+    ADAPTERS,
+    EXAMPLES,
+    answers,
+    run_entry,
+    stories,
+    stories_tokenizer,
+    tiny_llama,
+)
 
 from lladapt.adapters.model import attach_from_config
 from lladapt.evaluation.generation import Decoding, finish, generation_config
-
-ADAPTERS = {
-    "series": {"name": "series", "bottleneck_size": 8},
-    "parallel": {"name": "parallel", "bottleneck_size": 8},
-    "lora": {"name": "lora", "r": 4},
-    "prefix": {"name": "prefix", "num_virtual_tokens": 4},
-    "prompt": {"name": "prompt", "num_virtual_tokens": 4},
-}
 
 
 def _adapted(model, layout, adapter):

@@ -86,8 +86,8 @@ def test_an_import_against_a_contract_breaks_it_naming_the_modules(
 def test_a_new_stage_package_must_be_given_a_layer(staged: Path, tmp_path: Path) -> None:
     tree = tmp_path / "tree"
     shutil.copytree(staged, tree)
-    (tree / "lladapt" / "serving").mkdir()
-    (tree / "lladapt" / "serving" / "__init__.py").write_text('"""A stage nobody placed."""\n')
+    (tree / "lladapt" / "unplaced").mkdir()
+    (tree / "lladapt" / "unplaced" / "__init__.py").write_text('"""A stage nobody placed."""\n')
     done = lint(tree)
     assert done.returncode == 1
-    assert "lladapt.serving" in done.stdout
+    assert "lladapt.unplaced" in done.stdout

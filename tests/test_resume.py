@@ -12,11 +12,10 @@ import textwrap
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from lladapt.api import run
 from lladapt.common.errors import LladaptError
-from tests.training_support import run_config
+from tests.training_support import adapter_tensors, max_diff, run_config, uninterrupted_adapter
 
 # Runs api.run in a child process that SIGKILLs (or SIGINTs) itself at a chosen point: a real
 # signal, delivered by the kernel, at a step the test picks.
@@ -52,24 +51,9 @@ def _child(config, where, at, sig="SIGKILL"):
                           capture_output=True, text=True, timeout=300)
 
 
-def _adapter(out):
-    return load_file(out / "adapter" / "adapter_model.safetensors")
-
-
-def _max_diff(a, b):
-    assert a.keys() == b.keys()
-    return max((a[k] - b[k]).abs().max().item() for k in a)
-
-
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
-    from lladapt.testing import stories260k_dir
-
-    if stories260k_dir() is None:
-        pytest.skip("../shared/models/stories260k is absent")
-    out = tmp_path_factory.mktemp("full") / "run"
-    run(run_config(stories260k_dir(), out), echo=lambda _: None)
-    return _adapter(out)
+    return uninterrupted_adapter(tmp_path_factory)
 
 
 def test_sigkill_after_a_checkpoint_then_resume_gives_the_same_adapter(stories260k, tmp_path, uninterrupted):
@@ -85,7 +69,7 @@ def test_sigkill_after_a_checkpoint_then_resume_gives_the_same_adapter(stories26
     results = run(config, resume=True, echo=messages.append)
     assert results["train"]["resumed_from"] == newest and results["train"]["steps"] == 8
     assert any(m.startswith("resuming from") for m in messages)
-    diff = _max_diff(_adapter(out), uninterrupted)
+    diff = max_diff(adapter_tensors(out), uninterrupted)
     assert diff <= 1e-6, f"killed after step {at}: max |diff| {diff}"
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(range(1, 9))  # the steps after the checkpoint are logged once
@@ -104,7 +88,7 @@ def test_sigkill_while_writing_a_checkpoint_keeps_the_previous_one(stories260k, 
     results = run(config, resume=True, echo=messages.append)
     assert results["train"]["resumed_from"] == 2
     assert any("a checkpoint write that did not finish" in m for m in messages)
-    assert _max_diff(_adapter(out), uninterrupted) <= 1e-6
+    assert max_diff(adapter_tensors(out), uninterrupted) <= 1e-6
 
 
 def test_a_corrupt_checkpoint_is_reported_and_skipped(stories260k, tmp_path, uninterrupted):
@@ -120,7 +104,7 @@ def test_a_corrupt_checkpoint_is_reported_and_skipped(stories260k, tmp_path, uni
     assert any("step-2: incomplete or corrupt: missing rng.pt" in m for m in skipped)
     assert any(m.startswith("no complete checkpoint in") for m in messages)
     assert results["train"]["resumed_from"] is None  # started over, and still the same result
-    assert _max_diff(_adapter(out), uninterrupted) <= 1e-6
+    assert max_diff(adapter_tensors(out), uninterrupted) <= 1e-6
 
 
 def test_resume_refuses_a_changed_recipe_naming_the_keys(stories260k, tmp_path):
@@ -152,7 +136,7 @@ def test_sigint_saves_a_checkpoint_and_says_how_to_resume(stories260k, tmp_path,
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming from" in resumed.stderr and "step 3 of 8" in resumed.stderr
-    assert _max_diff(_adapter(out), uninterrupted) <= 1e-6
+    assert max_diff(adapter_tensors(out), uninterrupted) <= 1e-6
 
 
 def test_keeps_only_the_newest_checkpoints(stories260k, tmp_path):
@@ -164,3 +148,13 @@ def test_keeps_only_the_newest_checkpoints(stories260k, tmp_path):
     assert state["config"]["train"]["learning_rate"] == 0.01
     optimizer = torch.load(out / "checkpoints" / "step-7" / "optimizer.pt", weights_only=True)
     assert optimizer["optimizer"]["state"]
+
+
+def test_a_stray_later_step_folder_does_not_push_out_the_newest_checkpoints(stories260k, tmp_path):
+    """Found by the fuzzed corpus: an empty `step-99` counted among the newest, so
+    save_total_limit deleted the run's real checkpoints."""
+    out = tmp_path / "run"
+    (out / "checkpoints" / "step-99").mkdir(parents=True)
+    run(run_config(stories260k, out, max_steps=4, save_steps=1, save_total_limit=2), overwrite=True,
+        echo=lambda _: None)
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-2", "step-3", "step-99"]

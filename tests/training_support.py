@@ -39,3 +39,31 @@ def random_examples(n: int, seed: int = 0, low: int = 3, high: int = 40) -> list
         masked = rng.randint(0, len(ids) // 2) if i % 2 else 0
         out.append(Encoded(ids, [IGNORE_INDEX] * masked + ids[masked:]))
     return out
+
+
+def adapter_tensors(out):
+    """The tensors of the final adapter a run wrote into ``out``."""
+    from safetensors.torch import load_file
+
+    return load_file(out / "adapter" / "adapter_model.safetensors")
+
+
+def max_diff(a, b):
+    """The largest absolute difference between two adapters' tensors (same keys required)."""
+    assert a.keys() == b.keys()
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
+def uninterrupted_adapter(tmp_path_factory, **train):
+    """The final adapter of a whole, uninterrupted :func:`run_config` run (``train``: its
+    overrides) on stories260k; skips without the shared assets."""
+    import pytest
+
+    from lladapt.api import run
+    from lladapt.testing import stories260k_dir
+
+    if stories260k_dir() is None:
+        pytest.skip("../shared/models/stories260k is absent")
+    out = tmp_path_factory.mktemp("full") / "run"
+    run(run_config(stories260k_dir(), out, **train), echo=lambda _: None)
+    return adapter_tensors(out)

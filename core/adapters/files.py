@@ -32,13 +32,16 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from lladapt.adapters.build import build_adapter, build_placement
+from lladapt.adapters.config_agreement import check_agreement
 from lladapt.common import hf_compat
-from lladapt.common.errors import AdapterError
+from lladapt.common.errors import AdapterError, WriteError
+from lladapt.common.fileio import make_dirs, write_bytes, write_text_atomic, writing
 from lladapt.components.interfaces import Adapter, Layout, Placement, Site
 from lladapt.components.plugin_manager import get_registry
 
@@ -52,14 +55,18 @@ __all__ = [
     "PEFT_PREFIX",
     "WEIGHTS_FILE",
     "SavedAdapter",
+    "check_config_file",
     "copy_state",
+    "export",
     "from_peft_keys",
     "load_adapter_state",
     "read_adapter",
     "read_folder",
     "read_json_object",
+    "rewrite_config",
     "save_adapter",
     "to_peft_keys",
+    "written_config",
 ]
 
 CONFIG_FILE = "adapter_config.json"
@@ -142,36 +149,75 @@ def _to_cpu(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def save_adapter(adapted: AdaptedModel, directory: str | Path, *, overwrite: bool = False) -> Path:
-    """Write the adapter of ``adapted`` into ``directory`` (created if missing); returns it."""
-    from safetensors.torch import save_file
-
-    directory = Path(directory)
-    _check_overwrite(directory, adapted.run_id, overwrite)
+def export(adapted: AdaptedModel) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
+    """What :func:`save_adapter` writes: the ``adapter_config.json`` object, the tensors under
+    their file keys (on the CPU), and the metadata. In PEFT's format (an adapter with
+    ``to_peft``) the metadata also keeps a copy of the config it was written with
+    (``adapter_config``), from which ``lladapt adapter fix-config`` rewrites an edited one."""
     state = adapted.adapter_state_dict()
     to_peft = getattr(adapted.adapter, "to_peft", None)
     exported = to_peft(state) if to_peft is not None else None
     if exported is not None:
         config_json, tensors = exported
-        meta = _metadata(adapted, "peft")
+        meta = {**_metadata(adapted, "peft"), "adapter_config": config_json}
     else:
         tensors = to_peft_keys(state)
         meta = _metadata(adapted, "lladapt")
         config_json = meta
-    tensors = _to_cpu(tensors)
+    return config_json, _to_cpu(tensors), meta
 
-    directory.parent.mkdir(parents=True, exist_ok=True)
+
+def save_adapter(adapted: AdaptedModel, directory: str | Path, *, overwrite: bool = False) -> Path:
+    """Write the adapter of ``adapted`` into ``directory`` (created if missing); returns it. A
+    failed write (a full disk) is a :class:`~lladapt.common.errors.WriteError` naming the file,
+    and leaves ``directory`` as it was."""
+    from safetensors.torch import save
+
+    directory = Path(directory)
+    _check_overwrite(directory, adapted.run_id, overwrite)
+    config_json, tensors, meta = export(adapted)
+    weights = save(tensors, metadata={"format": "pt", "lladapt": json.dumps(meta)})
+    make_dirs(directory.parent)
     tmp = directory.parent / f".{directory.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
     try:
-        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "lladapt": json.dumps(meta)})
-        (tmp / CONFIG_FILE).write_text(json.dumps(config_json, indent=2, sort_keys=True) + "\n")
-        directory.mkdir(parents=True, exist_ok=True)
+        make_dirs(tmp)
+        write_bytes(tmp / WEIGHTS_FILE, weights)
+        write_bytes(tmp / CONFIG_FILE, (json.dumps(config_json, indent=2, sort_keys=True) + "\n").encode())
+        make_dirs(directory)
         for name in (WEIGHTS_FILE, CONFIG_FILE):
-            os.replace(tmp / name, directory / name)
+            with writing(directory / name):
+                os.replace(tmp / name, directory / name)
+    except WriteError as exc:
+        raise exc.moved(tmp, directory) from exc.__cause__
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return directory
+
+
+def written_config(directory: str | Path) -> dict[str, Any]:
+    """The ``adapter_config.json`` lladapt wrote into ``directory``, from the weights' metadata."""
+    directory = Path(directory)
+    meta = read_folder(directory)[0]
+    if meta is None:
+        raise AdapterError(f"'{directory / WEIGHTS_FILE}' holds no lladapt metadata: {CONFIG_FILE} "
+                           "is the only description of this adapter, there is nothing to rewrite it from")
+    if meta.get("tensor_format") == "lladapt":
+        return meta
+    if isinstance(meta.get("adapter_config"), dict):
+        return meta["adapter_config"]
+    raise AdapterError(
+        f"'{directory / WEIGHTS_FILE}' was written by lladapt {meta.get('lladapt_version')}, which kept no "
+        f"copy of {CONFIG_FILE} in its metadata; delete {directory / CONFIG_FILE} (lladapt reads the "
+        "metadata), or load the adapter and save it again"
+    )
+
+
+def rewrite_config(directory: str | Path) -> Path:
+    """Replace ``directory``'s ``adapter_config.json`` by the one its weights' metadata records
+    (``lladapt adapter fix-config``); returns the file."""
+    path = Path(directory) / CONFIG_FILE
+    write_text_atomic(path, json.dumps(written_config(directory), indent=2, sort_keys=True) + "\n")
+    return path
 
 
 # --------------------------------------------------------------------------- reading
@@ -187,7 +233,14 @@ def read_folder(
     directory = Path(directory)
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
-        raise AdapterError(f"'{directory}' holds no {WEIGHTS_FILE}")
+        if (directory / "adapter").is_dir():
+            hint = f" (a run folder? its adapter is in {directory / 'adapter'})"
+        elif (directory / "checkpoints").is_dir():
+            hint = (" (a run folder whose training did not finish? each checkpoint's adapter is in "
+                    f"{directory / 'checkpoints'}/step-N/adapter)")
+        else:
+            hint = f" (an adapter folder holds {WEIGHTS_FILE} and {CONFIG_FILE}, as lladapt and PEFT write them)"
+        raise AdapterError(f"'{directory}' holds no {WEIGHTS_FILE}{hint}")
     try:
         with safe_open(str(weights), "pt") as handle:
             header = handle.metadata() or {}
@@ -200,8 +253,39 @@ def read_folder(
             meta = json.loads(header["lladapt"])
         except json.JSONDecodeError as exc:
             raise AdapterError(f"'{weights}': its lladapt metadata is not JSON: {exc}") from None
+        _check_metadata(header["lladapt"], weights)
     config = read_json_object(directory / CONFIG_FILE)
     return meta, config, tensors
+
+
+class _Component(BaseModel):
+    model_config = ConfigDict(strict=True)
+    name: str
+    config: dict[str, Any] = {}
+
+
+class _Metadata(BaseModel):
+    """What loading reads of the metadata (lladapt writes more, which is kept as it is)."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+    adapter: _Component
+    placement: _Component | None = None
+    sites: list[Site]
+    run_id: str | None = None
+    tensor_format: Literal["lladapt", "peft"] | None = None
+    base_model: dict[str, Any] | None = None
+
+
+def _check_metadata(text: str, weights: Path) -> None:
+    """Metadata (JSON text) that is not what lladapt writes is an :class:`AdapterError` naming the
+    field."""
+    try:
+        _Metadata.model_validate_json(text)
+    except ValidationError as exc:
+        raise AdapterError(
+            f"'{weights}': its lladapt metadata is not what lladapt writes ({_described(exc)}); "
+            "restore the folder, or save the adapter again"
+        ) from None
 
 
 def read_json_object(path: Path) -> dict[str, Any] | None:
@@ -213,6 +297,8 @@ def read_json_object(path: Path) -> dict[str, Any] | None:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise AdapterError(f"'{path}' is not valid JSON: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise AdapterError(f"'{path}' is not UTF-8 text (byte {exc.start})") from None
     if not isinstance(data, dict):
         raise AdapterError(f"'{path}' must hold a JSON object")
     return data
@@ -235,17 +321,23 @@ def _check_base(meta: Mapping[str, Any], model: torch.nn.Module, layout: Layout,
         )
 
 
-def _state_from_file(adapter: Any, meta: Mapping[str, Any] | None, config: Any, tensors: dict) -> dict:
+def _state_from_file(adapter: Any, meta: Mapping[str, Any] | None, config: Any, tensors: dict,
+                     directory: Path) -> dict:
+    weights = f"'{directory / WEIGHTS_FILE}'"
     if meta is not None and meta.get("tensor_format") == "lladapt":
-        return from_peft_keys(tensors, "the adapter file")
+        return from_peft_keys(tensors, weights)
     from_peft = getattr(type(adapter), "from_peft", None)
     if from_peft is None:
         raise AdapterError(f"adapter '{adapter.name}' cannot read PEFT-format tensors (no from_peft)")
-    return from_peft(config or {}, tensors)
+    try:
+        return from_peft(config or {}, tensors)
+    except AdapterError as exc:
+        raise AdapterError(f"{weights}: {exc}") from None
 
 
 def copy_state(adapted: AdaptedModel, state: Mapping[str, torch.Tensor], where: str) -> None:
-    """Copy ``state`` into the adapter's tensors; every key must match, with its shape."""
+    """Copy ``state`` into the adapter's tensors; every key must match, with its shape (and a
+    floating-point dtype where the adapter's tensor is one)."""
     own = dict(adapted.named_adapter_tensors())
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -254,8 +346,15 @@ def copy_state(adapted: AdaptedModel, state: Mapping[str, torch.Tensor], where: 
         for k in sorted(set(own) & set(state))
         if state[k].shape != own[k].shape
     ]
+    # a float weight stored as integers or booleans would load rounded to whole numbers, silently
+    wrong_dtype = [
+        f"{k} {str(state[k].dtype).removeprefix('torch.')} (model {str(own[k].dtype).removeprefix('torch.')})"
+        for k in sorted(set(own) & set(state))
+        if own[k].is_floating_point() and not state[k].is_floating_point()
+    ]
     problems = []
-    for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong),
+                         ("wrong dtype", wrong_dtype)):
         if items:
             more = f" and {len(items) - 5} more" if len(items) > 5 else ""
             problems.append(f"{label}: {', '.join(items[:5])}{more}")
@@ -278,6 +377,9 @@ class SavedAdapter:
     state: dict[str, torch.Tensor]
     where: str
     run_id: str | None = None
+    #: the folder's adapter_config.json when the weights carry lladapt metadata (checked against
+    #: the adapter once attached: :func:`check_config_file`), else None
+    config_file: dict[str, Any] | None = None
 
 
 def read_adapter(directory: str | Path, model: torch.nn.Module, layout: Layout) -> SavedAdapter:
@@ -297,10 +399,33 @@ def read_adapter(directory: str | Path, model: torch.nn.Module, layout: Layout) 
         run_id = meta.get("run_id")
     else:
         adapter_cls = _adapter_for_peft(config, directory)
-        options, sites = adapter_cls.sites_from_peft(config, tensors, layout)
-        adapter, placement, run_id = adapter_cls(options), None, None
-    state = _state_from_file(adapter, meta, config, tensors)
-    return SavedAdapter(adapter, placement, list(sites), state, str(directory), run_id)
+        try:
+            options, sites = adapter_cls.sites_from_peft(config, tensors, layout)
+            adapter, placement, run_id = adapter_cls(options), None, None
+        except (KeyError, TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+            raise AdapterError(f"'{directory / CONFIG_FILE}': not a {config.get('peft_type')} config lladapt "
+                               f"can read ({_described(exc)})") from None
+    state = _state_from_file(adapter, meta, config, tensors, directory)
+    return SavedAdapter(adapter, placement, list(sites), state, str(directory), run_id,
+                        config if meta is not None else None)
+
+
+def check_config_file(adapted: AdaptedModel, directory: str | Path, config_file: dict[str, Any] | None) -> None:
+    """Refuse a folder whose ``adapter_config.json`` disagrees with the metadata ``adapted`` was
+    built from, on what changes the outputs (:mod:`lladapt.adapters.config_agreement`)."""
+    if config_file is not None:
+        check_agreement(directory, export(adapted)[0], config_file, config_file=CONFIG_FILE,
+                        weights_file=WEIGHTS_FILE)
+
+
+def _described(exc: Exception) -> str:
+    """A config error in a few words: the first field pydantic names, or the missing key."""
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        return f"{'.'.join(str(part) for part in first['loc']) or 'value'}: {first['msg']}"
+    if isinstance(exc, KeyError):
+        return f"no {exc}"
+    return str(exc)
 
 
 def _adapter_for_peft(config: Mapping[str, Any] | None, directory: Path) -> type:
@@ -335,5 +460,6 @@ def load_adapter_state(adapted: AdaptedModel, directory: str | Path) -> None:
                 f"{len(saved_sites)} sites; this model has '{adapted.adapter.name}' at "
                 f"{len(adapted.sites)} sites. Use AdaptedModel.from_pretrained on a fresh base."
             )
+        check_config_file(adapted, directory, config)
         adapted.run_id = meta.get("run_id") or adapted.run_id
-    copy_state(adapted, _state_from_file(adapted.adapter, meta, config, tensors), str(directory))
+    copy_state(adapted, _state_from_file(adapted.adapter, meta, config, tensors, directory), str(directory))

@@ -37,6 +37,10 @@ looks them up with ``getattr`` and says clearly when one is missing:
     Remove what ``attach`` inserted, restoring the base model (used by
     :meth:`AdaptedModel.unload`, and to clean up after an ``attach`` that raised).
 
+``share(gate) -> None``
+    Apply only to the rows ``gate()`` names, the adapter's modules moved out of the base's, so
+    that several adapters serve one batch over one base (:mod:`lladapt.adapters.rows`).
+
 docs/plugins.md states each contract with an example (the IA3 adapter of
 ``examples/lladapt-ia3``).
 
@@ -65,6 +69,7 @@ from lladapt.adapters.files import (
     PAPER_WEIGHTS_FILE,
     WEIGHTS_FILE,
     SavedAdapter,
+    check_config_file,
     copy_state,
     load_adapter_state,
     read_adapter,
@@ -87,6 +92,7 @@ __all__ = [
     "attach_saved",
     "load_adapter",
     "load_paper_checkpoint",
+    "read_saved",
 ]
 
 
@@ -140,7 +146,7 @@ def attach(
     before = _tensor_ids(model)
     try:
         adapter.attach(model, layout, sites)
-    except BaseException:
+    except BaseException as exc:
         # leave the model as it was: take out what was inserted, restore the grad flags
         detach = getattr(adapter, "detach", None)
         if detach is not None:
@@ -148,6 +154,13 @@ def attach(
                 detach()
         for param, flag in flags:
             param.requires_grad_(flag)
+        if isinstance(exc, (OverflowError, RuntimeError, TypeError, ValueError)) and not isinstance(exc, AdapterError):
+            # torch refusing the tensors a config asks for (r = 10**30, no memory for them)
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise AdapterError(
+                f"adapter '{adapter.name}' could not be attached with its config "
+                f"({adapter.config.model_dump(mode='json')}): {type(exc).__name__}: {first}"
+            ) from exc
         raise
     adapter._lladapt_attached = True  # type: ignore[attr-defined]
     names = [n for n, p in model.named_parameters() if id(p) not in before]
@@ -322,6 +335,7 @@ class AdaptedModel(nn.Module):
 def attach_saved(model: nn.Module, layout: Layout, saved: SavedAdapter) -> AdaptedModel:
     """Attach an adapter read from a folder at its recorded sites and copy its tensors in."""
     adapted = attach(model, layout, saved.adapter, saved.placement, sites=saved.sites)
+    check_config_file(adapted, saved.where, saved.config_file)
     adapted.run_id = saved.run_id or adapted.run_id
     copy_state(adapted, saved.state, saved.where)
     return adapted
@@ -333,10 +347,16 @@ def load_adapter(model: nn.Module, layout: Layout, directory: str | Path) -> Ada
     Reads folders lladapt wrote, folders PEFT wrote (through the adapter whose ``peft_type``
     matches) and the paper code's ``adapter_model.bin`` folders.
     """
+    return attach_saved(model, layout, read_saved(model, layout, directory))
+
+
+def read_saved(model: nn.Module, layout: Layout, directory: str | Path) -> SavedAdapter:
+    """The adapter saved in ``directory`` (lladapt's, PEFT's or the paper code's folder), read
+    and checked against ``model`` but not attached: its ``adapter`` says what kind it is."""
     directory = Path(directory)
     if not (directory / WEIGHTS_FILE).is_file() and (directory / PAPER_WEIGHTS_FILE).is_file():
-        return attach_saved(model, layout, read_paper_checkpoint(layout, directory))
-    return attach_saved(model, layout, read_adapter(directory, model, layout))
+        return read_paper_checkpoint(layout, directory)
+    return read_adapter(directory, model, layout)
 
 
 def load_paper_checkpoint(

@@ -5,6 +5,10 @@
    training data encoded (everything that can fail on the user's input has failed by now);
 3. **train** (:func:`_train`), after the evaluation before training when asked for;
 4. **evaluate** and **write** (:func:`_finish`): the evaluation and ``results.json``.
+
+Launched as several processes (``accelerate launch``), every process checks the folder before any
+of them writes, the main process alone writes the run's files, and the evaluation shares the
+items between the processes (:mod:`lladapt.evaluation.runner`).
 """
 
 from __future__ import annotations
@@ -23,12 +27,16 @@ from lladapt.api.run_folder import (
     METRICS_FILE,
     RESULTS_FILE,
     TRAINED_FILE,
+    advising,
     check_output_dir,
     check_resume,
+    holding,
+    how_to_continue,
     trained_summary,
     write_json,
 )
 from lladapt.common.errors import LladaptError
+from lladapt.common.processes import processes
 from lladapt.components.interfaces import Example, PromptTemplate
 from lladapt.config import RunConfig
 
@@ -70,19 +78,25 @@ def run(
     resume: bool = False,
     evaluate: bool = True,
     echo: Echo = to_stderr,
+    command: str | None = None,
 ) -> dict[str, Any]:
     """Train (if ``data.train`` is set) and evaluate (if ``eval.datasets`` is set); write the
     adapter, logs and ``results.json`` into ``output_dir``. Returns the results.
 
     ``resume``: continue the run in ``output_dir`` from its newest complete checkpoint (the
-    config must not change the recipe). ``evaluate=False``: train only (``lladapt train``)."""
+    config must not change the recipe). ``evaluate=False``: train only (``lladapt train``).
+    ``command``: the command line that started the run (the CLI's), quoted when a failed write
+    says how to continue. One process per ``output_dir``: the folder is locked from before the
+    model loads to the end (another run there is refused at once, naming it)."""
     config = as_config(config, overrides)
     inputs = _read_inputs(config, evaluate, echo)
-    state = _build(config, inputs, resume=resume, overwrite=overwrite, echo=echo)
-    _start_folder(state)
-    _evaluate_before(state, evaluate)
-    _train(state)
-    return _finish(state, evaluate)
+    out = Path(config.output_dir)
+    with holding(out, echo), advising(lambda: how_to_continue(out, command)):
+        state = _build(config, inputs, resume=resume, overwrite=overwrite, echo=echo)
+        _start_folder(state)
+        _evaluate_before(state, evaluate)
+        _train(state)
+        return _finish(state, evaluate)
 
 
 def _read_inputs(config: RunConfig, evaluate: bool, echo: Echo) -> _Inputs:
@@ -120,6 +134,7 @@ def _build(config: RunConfig, inputs: _Inputs, *, resume: bool, overwrite: bool,
     else:
         check_output_dir(out, overwrite)
     trained_before = trained_summary(out) if resume and inputs.examples else None
+    processes().wait()  # every process has checked the folder before the main one writes to it
     echo(f"loading {config.model.source}")
     set_seed(config.train.seed)  # adapter initialisation is part of the run's reproducibility
     built = build(config, out / ADAPTER_DIR if trained_before is not None else None)
@@ -146,10 +161,12 @@ def _encoder(config: RunConfig, built: Built, template: PromptTemplate) -> Calla
 def _start_folder(state: _Run) -> None:
     """The first writes: the folder, the run's config, and the results' head."""
     config, out = state.config, state.out
-    out.mkdir(parents=True, exist_ok=True)
-    if not state.resume:  # an overwritten run's summary must not pass for this run's
-        (out / TRAINED_FILE).unlink(missing_ok=True)
-    write_json(out / CONFIG_FILE, config.model_dump(mode="json"))
+    if processes().main:
+        out.mkdir(parents=True, exist_ok=True)
+        if not state.resume:  # an overwritten run's summary must not pass for this run's
+            (out / TRAINED_FILE).unlink(missing_ok=True)
+        write_json(out / CONFIG_FILE, config.model_dump(mode="json"))
+    processes().wait()
     state.results = {"model": config.model.source, "adapter": None, "train": None, "eval": []}
     if config.adapter is not None:
         state.results["adapter"] = {
@@ -192,7 +209,8 @@ def _train(state: _Run) -> None:
         val_encoded=state.val_encoded, resume=state.resume, run_config=config.model_dump(mode="json"),
         tracker_dir=out / "trackers",
     )
-    model.save_adapter(out / ADAPTER_DIR, overwrite=state.overwrite or state.resume)
+    if processes().main:
+        model.save_adapter(out / ADAPTER_DIR, overwrite=state.overwrite or state.resume)
     state.results["train"] = {
         "examples": len(state.encoded), "validation_examples": len(state.val_encoded),
         "steps": trained.steps, "epochs": round(trained.epochs, 4), "first_loss": trained.first_loss,
@@ -201,8 +219,10 @@ def _train(state: _Run) -> None:
         "val_loss": trained.val_losses[-1][1] if trained.val_losses else None,
         "best_step": trained.best_step, "resumed_from": trained.resumed_from,
     }
-    write_json(out / TRAINED_FILE, {k: state.results[k] for k in ("train", "eval_before") if k in state.results})
-    state.echo(train_summary(state.results, trained, out / ADAPTER_DIR))
+    if processes().main:
+        write_json(out / TRAINED_FILE, {k: state.results[k] for k in ("train", "eval_before") if k in state.results})
+        state.echo(train_summary(state.results, trained, out / ADAPTER_DIR))
+    processes().wait()
 
 
 def _finish(state: _Run, evaluate: bool) -> dict[str, Any]:
@@ -214,7 +234,8 @@ def _finish(state: _Run, evaluate: bool) -> dict[str, Any]:
     if evaluate:
         results["eval"] = evaluate_all(state.built.model, state.built.loaded.tokenizer, state.config,
                                        state.inputs.evals, state.out, echo=state.echo, fresh=not state.resume)
-    if results["eval"]:
-        state.echo(accuracy_table(results))
-    write_json(state.out / RESULTS_FILE, results)
+    if processes().main:
+        if results["eval"]:
+            state.echo(accuracy_table(results))
+        write_json(state.out / RESULTS_FILE, results)
     return results

@@ -4,13 +4,26 @@ torch only when they run, so ``--help`` is fast."""
 
 from __future__ import annotations
 
-from lladapt.cli import compare, data, evaluate, params, plugins, report, run, sweep, validate
+from lladapt.cli import (
+    adapter,
+    compare,
+    data,
+    evaluate,
+    generate,
+    params,
+    plugins,
+    report,
+    run,
+    serve,
+    sweep,
+    validate,
+)
 from lladapt.cli.app import cli
 
 __all__ = ["cli", "main"]
 
 #: the built-in commands' modules (each light: a command imports what it needs when it runs)
-_COMMAND_MODULES = (run, validate, params, plugins, data, evaluate, report, compare, sweep)
+_COMMAND_MODULES = (run, validate, params, plugins, data, evaluate, report, compare, sweep, adapter, generate, serve)
 
 
 def _load_core_commands() -> None:

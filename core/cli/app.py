@@ -26,9 +26,22 @@ class LladaptGroup(click.Group):
             ctx.exit(exc.exit_code)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
+        except OSError as exc:  # a file lladapt reads (writes are WriteErrors already)
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            from lladapt.common.fileio import cause_of
+
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.echo(f"Error: {where}{cause_of(exc)}", err=True)
+            ctx.exit(1)
         except Exception as exc:  # a bug, or an error from a library: say so without a wall of text
             if ctx.obj and ctx.obj.get("debug"):
                 raise
+            if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":  # torch's: not a bug
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                click.echo(f"Error: out of memory{': ' + first if first else ''}; lower "
+                           "train.micro_batch_size or eval.batch_size, or use a smaller model", err=True)
+                ctx.exit(1)
             click.echo(
                 f"Error: unexpected {type(exc).__name__}: {exc}\n"
                 "(rerun with `lladapt --debug ...` for the traceback, and report it if it is a bug)",

@@ -25,11 +25,26 @@ def _run(config: Any, overwrite: bool, resume: bool, as_json: bool, evaluate: bo
     from lladapt.api import RESULTS_FILE
     from lladapt.api import run as run_api
 
-    results = run_api(config, overwrite=overwrite, resume=resume, evaluate=evaluate)
+    results = run_api(config, overwrite=overwrite, resume=resume, evaluate=evaluate, command=_command_line())
     if as_json:
         echo_json(results)
     else:
         click.echo(f"results: {config.output_dir}/{RESULTS_FILE}")
+
+
+def _command_line() -> str:
+    """This command as typed, less --overwrite/--resume/--json (quoted in messages that say how
+    to continue the run)."""
+    import shlex
+
+    ctx = click.get_current_context()
+    params = ctx.params
+    words = ["lladapt", ctx.info_name or "run"]
+    if params.get("config_path"):
+        words.append(params["config_path"])
+    for override in params.get("overrides", ()):
+        words += ["--set", override]
+    return shlex.join(words)
 
 
 @click.command()

@@ -112,3 +112,34 @@ class PlacementError(LladaptError):
 
 class AdapterError(LladaptError):
     """An adapter cannot be attached, saved or loaded as asked."""
+
+
+class WriteError(LladaptError):
+    """A file could not be written (no space left, quota, read-only file system, no permission...).
+
+    Raised by :func:`lladapt.common.fileio.writing` and only there: ``path`` is the file, ``cause``
+    the reason in words. Stages above add what the user can do next (:meth:`add`): the last
+    complete checkpoint and the command that continues the run."""
+
+    def __init__(self, path: str, cause: str, errno: int | None = None):
+        self.path, self.cause, self.errno = path, cause, errno
+        self.advice: list[str] = []
+        super().__init__(path, cause)
+
+    def moved(self, tmp: object, final: object) -> WriteError:
+        """Name the file as it would have been in ``final``, the folder that was being built as
+        ``tmp`` (and was removed); returns the error."""
+        self.path = self.path.replace(str(tmp), str(final), 1)
+        return self
+
+    def add(self, advice: str) -> WriteError:
+        """Append what to do next to the message; returns the error."""
+        self.advice.append(advice)
+        return self
+
+    def __str__(self) -> str:
+        return "; ".join([f"cannot write {self.path}: {self.cause}", *self.advice])
+
+
+class FolderInUseError(LladaptError):
+    """Another lladapt process holds the folder's lock (:mod:`lladapt.common.folder_lock`)."""

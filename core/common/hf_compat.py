@@ -24,6 +24,8 @@ __all__ = [
     "activation_checkpointing",
     "bypassed_output_head",
     "cache_argument",
+    "cache_concat_rows",
+    "cache_drop_left",
     "cache_length",
     "dynamic_cache",
     "enable_activation_checkpointing",
@@ -201,3 +203,42 @@ def bypassed_output_head(model: torch.nn.Module) -> Iterator[torch.nn.Linear | N
         yield head
     finally:
         model.set_output_embeddings(head)
+
+
+def _plain_layers(cache: Any) -> list[Any]:
+    """The layers of a ``DynamicCache`` whose every layer is a plain ``DynamicLayer`` (keys and
+    values ``[batch, heads, length, head_dim]`` in ``.keys`` / ``.values``: transformers 5.x);
+    a ``NotImplementedError`` for any other cache (sliding windows, quantized, linear attention)."""
+    from transformers.cache_utils import DynamicLayer
+
+    layers = getattr(cache, "layers", None)
+    if layers is None or any(type(layer) is not DynamicLayer for layer in layers):
+        raise NotImplementedError("rows can only be merged into a DynamicCache of plain DynamicLayers")
+    return list(layers)
+
+
+def cache_concat_rows(first: Any, second: Any) -> Any:
+    """``second``'s rows appended to ``first``'s (in place; returned). The shorter cache is padded
+    on the left with zeros, which the caller masks out (continuous batching merges a newly
+    prefilled batch into a running one)."""
+    import torch
+
+    for a, b in zip(_plain_layers(first), _plain_layers(second), strict=True):
+        length = max(a.keys.shape[-2], b.keys.shape[-2])
+
+        def padded(t: torch.Tensor, length: int = length) -> torch.Tensor:
+            return torch.nn.functional.pad(t, (0, 0, length - t.shape[-2], 0))
+
+        a.keys = torch.cat([padded(a.keys), padded(b.keys)], dim=0)
+        a.values = torch.cat([padded(a.values), padded(b.values)], dim=0)
+    return first
+
+
+def cache_drop_left(cache: Any, columns: int) -> None:
+    """Drop the first ``columns`` positions of every row (in place): columns that are padding in
+    every row still batched, once the rows that needed them have left."""
+    if columns <= 0:
+        return
+    for layer in _plain_layers(cache):
+        layer.keys = layer.keys[..., columns:, :]
+        layer.values = layer.values[..., columns:, :]

@@ -63,9 +63,13 @@ def errors_from_validation(
     """Turn a pydantic ValidationError into user-facing items with dotted paths."""
     items = []
     for err in exc.errors(include_url=False):
-        loc = [p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-")))]
-        path = _dotted([*prefix, *loc])
         kind = err["type"]
+        # pydantic's own steps (union members "list[str]", validators "function-after[...]") out;
+        # an unknown key is the last step whatever its name (a key may be "[")
+        keep = len(err["loc"]) - 1 if kind == "extra_forbidden" else len(err["loc"])
+        loc = [p for p in err["loc"][:keep] if not (isinstance(p, str) and ("[" in p or p.startswith("function-")))]
+        loc += list(err["loc"][keep:])
+        path = _dotted([*prefix, *loc])
         if kind == "extra_forbidden":
             owner = _model_at(model, loc[:-1])
             fields = list(owner.model_fields) if owner else []
@@ -114,7 +118,10 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"no such file '{path}'", source=str(path))
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text (byte {exc.start})", source=str(path)) from None
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:

@@ -142,6 +142,9 @@ class TrainSection(Section):
     #: ``auto``: fp16 on a GPU (bf16 where supported); on the CPU bf16 where it is native (AVX-512 BF16 or AMX), else fp32.
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     gradient_checkpointing: bool = False
+    #: several processes: ``ddp`` (each holds the whole base model), ``fsdp`` (the frozen base is
+    #: sharded, FSDP2), ``auto``: as ``accelerate launch`` says (``--use_fsdp``), else ``ddp``.
+    distributed: Literal["auto", "ddp", "fsdp"] = "auto"
     seed: int = 42
     logging_steps: PositiveInt = 10
     #: save a checkpoint every N steps (0: only at the end).

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lladapt.common.errors import DataError
+from lladapt.common.fileio import make_dirs, write_text_atomic, writing
 
 __all__ = [
     "CACHE_ENV",
@@ -156,8 +157,9 @@ def download(url: str, dest: Path, sha256: str | None, *, timeout: float = DOWNL
     sha256 matches ``sha256`` (when given), so a failed or tampered download never leaves a file
     that looks complete. Raises :class:`DataError` on HTTP errors, network errors and mismatches.
     """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    make_dirs(dest.parent)
+    with writing(dest):
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     tmp = Path(tmp_name)
     digest = hashlib.sha256()
     try:
@@ -228,7 +230,7 @@ def _fetch(file: RemoteFile, timeout: float) -> Path:
 def _record(file: RemoteFile, path: Path, sha256: str, how: str) -> None:
     """Trust on first use: keep the hash of an unpinned file beside it, and say so."""
     recorded = _recorded_hash_path(path)
-    recorded.write_text(sha256 + "\n", encoding="utf-8")
+    write_text_atomic(recorded, sha256 + "\n")
     warnings.warn(
         f"{file.path}: no sha256 is pinned for this file; {how} and recorded its sha256 {sha256} "
         f"in {recorded} (later uses are checked against it)",

@@ -51,13 +51,37 @@ class RunSummary:
         return sum(a for a, _, _ in self.scores.values()) / len(self.scores) if self.scores else None
 
 
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise LladaptError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+
+
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(_text(path))
     except FileNotFoundError:
         raise LladaptError(f"'{path.parent}' is not a run folder: it has no {path.name}") from None
     except json.JSONDecodeError as exc:
         raise LladaptError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+
+
+def _number(value: Any, where: str, default: float | None = None) -> float | None:
+    """``value`` as a float (``default`` when absent); anything else names ``where``."""
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise LladaptError(f"{where}: expected a number, got {json.dumps(value)[:40]}")
+    return float(value)
+
+
+def _count(value: Any, where: str) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise LladaptError(f"{where}: expected a whole number, got {json.dumps(value)[:40]}")
+    return value
 
 
 def _metrics(run: Path) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
@@ -66,48 +90,68 @@ def _metrics(run: Path) -> tuple[list[tuple[int, float]], list[tuple[int, float]
     val: list[tuple[int, float]] = []
     if path is None:
         return loss, val
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(_text(path).splitlines(), 1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
             raise LladaptError(f"{path}, line {number}: not JSON") from None
-        step = record.get("step")
-        if not isinstance(step, int):
-            continue
-        if isinstance(record.get("loss"), (int, float)):
-            loss.append((step, float(record["loss"])))
-        if isinstance(record.get("val_loss"), (int, float)):
-            val.append((step, float(record["val_loss"])))
+        step = record.get("step") if isinstance(record, dict) else None
+        if not isinstance(step, int) or isinstance(step, bool):
+            continue  # not a step's record
+        for key, points in (("loss", loss), ("val_loss", val)):
+            if isinstance(record.get(key), (int, float)) and not isinstance(record[key], bool):
+                points.append((step, float(record[key])))
     return loss, val
+
+
+def _entry(entry: Any, where: str) -> tuple[str, tuple[float, int, int], list[str]]:
+    """One evaluation entry of results.json: its label, (accuracy, unparsed, total), notes."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("label") or entry.get("dataset"), str):
+        raise LladaptError(f"{where}: not an evaluation result (needs a 'label' or 'dataset' name)")
+    label = entry.get("label") or entry["dataset"]
+    accuracy = _number(entry.get("accuracy"), f"{where}.accuracy")
+    if accuracy is None:
+        raise LladaptError(f"{where}: no 'accuracy'")
+    notes = []
+    if entry.get("stop"):
+        notes.append(f"{label}: stop strings {entry['stop']}")
+    if entry.get("protocol", "fast") != "fast":
+        notes.append(f"{label}: protocol {entry['protocol']}")
+    if entry.get("scoring", "generate") != "generate":
+        notes.append(f"{label}: scoring {entry['scoring']}")
+    return label, (accuracy, _count(entry.get("unparsed"), f"{where}.unparsed"),
+                   _count(entry.get("total"), f"{where}.total")), notes
 
 
 def read_run(run: Path, name: str | None = None) -> RunSummary:
     """What the report shows of the run folder ``run``, called ``name`` (default: the folder's
-    name)."""
-    results = _read_json(Path(run) / "results.json")
-    if not isinstance(results, dict) or not isinstance(results.get("eval", []), list):
+    name). A results.json the report cannot read is an error naming the field."""
+    path = Path(run) / "results.json"
+    results = _read_json(path)
+    if not isinstance(results, dict) or not isinstance(results.get("eval") or [], list):
         raise LladaptError(f"{run}/results.json: not a results file (no 'eval' list)")
     adapter = results.get("adapter") or {}
-    scores, notes = {}, []
-    for entry in results.get("eval") or []:
-        label = entry.get("label") or entry["dataset"]
-        scores[label] = (float(entry["accuracy"]), int(entry.get("unparsed", 0)), int(entry.get("total", 0)))
-        if entry.get("stop"):
-            notes.append(f"{label}: stop strings {entry['stop']}")
-        if entry.get("protocol", "fast") != "fast":
-            notes.append(f"{label}: protocol {entry['protocol']}")
-        if entry.get("scoring", "generate") != "generate":
-            notes.append(f"{label}: scoring {entry['scoring']}")
+    if not isinstance(adapter, dict):
+        raise LladaptError(f"{path}: adapter: expected an object or null")
+    trainable = adapter.get("trainable_parameters")
+    scores, notes, eval_seconds = {}, [], 0.0
+    for i, item in enumerate(results.get("eval") or []):
+        label, scores[label], entry_notes = _entry(item, f"{path}: eval[{i}]")
+        notes += entry_notes
+        eval_seconds += _number(item.get("seconds"), f"{path}: eval[{i}].seconds", 0.0) or 0.0
+    train = results.get("train") if isinstance(results.get("train"), dict) else None
+    if train is not None:
+        train = {**train, **{key: _number(train.get(key), f"{path}: train.{key}")
+                             for key in ("seconds", "final_loss")}}
     loss, val = _metrics(Path(run))
     model = str(results.get("model") or "?")
     return RunSummary(
         name=name or Path(run).resolve().name, model=Path(model).name if "/" in model else model,
-        adapter=adapter.get("name") or "-", trainable=adapter.get("trainable_parameters"),
-        scores=scores, notes=notes, loss=loss, val_loss=val,
-        train=results.get("train") if isinstance(results.get("train"), dict) else None,
-        eval_seconds=sum(float(e.get("seconds", 0)) for e in results.get("eval") or []) or None,
+        adapter=str(adapter.get("name") or "-"),
+        trainable=_count(trainable, f"{path}: adapter.trainable_parameters") if trainable is not None else None,
+        scores=scores, notes=notes, loss=loss, val_loss=val, train=train, eval_seconds=eval_seconds or None,
     )
 
 
@@ -239,7 +283,7 @@ def accuracy_chart(runs: Sequence[RunSummary], path: Path) -> None:
     ax.set_ylim(0, 105)
     ax.set_title("Accuracy per dataset")
     ax.legend(fontsize=8)
-    fig.savefig(path)
+    _save(fig, path)
 
 
 def loss_chart(runs: Sequence[RunSummary], path: Path) -> bool:
@@ -260,8 +304,18 @@ def loss_chart(runs: Sequence[RunSummary], path: Path) -> bool:
     ax.set_ylabel("loss")
     ax.set_title("Training and validation loss")
     ax.legend(fontsize=8)
-    fig.savefig(path)
+    _save(fig, path)
     return True
+
+
+def _save(fig: Any, path: Path) -> None:
+    """The chart as PNG, rendered in memory and written atomically (a full disk leaves no
+    truncated image)."""
+    from lladapt.common.fileio import write_bytes_atomic
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def _paired(run_dirs: Sequence[Path]) -> tuple[list[dict[str, Any]], list[str]]:
@@ -285,18 +339,19 @@ def write_report(run_dirs: Sequence[Path], out: Path, *, charts: bool = True) ->
     paired, paired_notes = _paired(run_dirs)
     if charts:
         _figure(1, 1)  # fail now, not after the tables, when matplotlib is missing
-    out.mkdir(parents=True, exist_ok=True)
+    from lladapt.common.fileio import make_dirs, write_json_atomic, write_text_atomic, writing
+
+    make_dirs(out)
     written = [out / "report.md", out / "report.csv"]
     names = {str(Path(d)): label for d, label in zip(run_dirs, labels, strict=True)}
-    written[0].write_text(markdown(runs, paired, paired_notes, names), encoding="utf-8")
-    written[1].write_text(csv_text(runs), encoding="utf-8")
+    write_text_atomic(written[0], markdown(runs, paired, paired_notes, names))
+    write_text_atomic(written[1], csv_text(runs))
     if paired:
-        from lladapt.common.fileio import write_json_atomic
-
         written.append(out / "paired.json")
         write_json_atomic(written[-1], {"pairs": paired})
     elif (out / "paired.json").is_file():
-        (out / "paired.json").unlink()  # from an earlier report: it would no longer match
+        with writing(out / "paired.json"):
+            (out / "paired.json").unlink()  # from an earlier report: it would no longer match
     if charts:
         accuracy_chart(runs, out / "accuracy.png")
         written.append(out / "accuracy.png")

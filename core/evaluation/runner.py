@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from lladapt.common.errors import ConfigError, ErrorItem
+from lladapt.common.processes import processes
 from lladapt.components.interfaces import AnswerParser, Dataset, Example, PromptTemplate
 from lladapt.evaluation.batching import length_sorted_batches
 from lladapt.evaluation.generation import Decoding, generate_batch
@@ -148,12 +149,19 @@ def evaluate_entry(
     progress: Progress | None = None,
 ) -> Score:
     """Evaluate ``entry``; with a ``store``, resume from and append to its predictions file.
-    The caller puts the model in eval mode (:func:`prepared`)."""
-    progress = progress or NoProgress()
+    The caller puts the model in eval mode (:func:`prepared`).
+
+    Several processes (``accelerate launch``) share the batches round by round: in each round
+    process ``r`` computes the round's ``r``-th batch, the main process appends the round's
+    batches to the file in batch order, so the file and the score are those of one process
+    (the evaluator is batch-invariant: an item's answer does not depend on its batch)."""
+    procs = processes()
+    progress = (progress or NoProgress()) if procs.main else NoProgress()
     started = time.perf_counter()
     examples = entry.examples
     prompts = [template.eval_prompt(ex) for ex in examples]
-    done = store.load(prompts) if store is not None else {}
+    # the main process reads (and repairs) the file; the others take what it found
+    done = procs.from_main(store.load(prompts) if store is not None and procs.main else {})
     records: dict[int, dict[str, Any]] = dict(done)
     pending = [i for i in range(len(examples)) if i not in done]
     decoding = evaluation.decoding
@@ -162,17 +170,21 @@ def evaluate_entry(
     progress.start(entry.label, len(examples), len(done),
                    sum(judge(entry.parser, r["response"], examples[i].answer)[1] for i, r in done.items()))
     try:
-        for batch in batches:
+        for first in range(0, len(batches), procs.world):
+            mine = batches[first + procs.rank] if first + procs.rank < len(batches) else []
             batch_started = time.perf_counter()
-            if evaluation.scoring == "loglik":
-                new = _loglik_records(model, tokenizer, entry, prompts, batch, evaluation)
+            if not mine:
+                new = []
+            elif evaluation.scoring == "loglik":
+                new = _loglik_records(model, tokenizer, entry, prompts, mine, evaluation)
             else:
-                new = _generate_records(model, tokenizer, template, entry, prompts, batch, decoding)
-            correct = _judge_batch(new, entry, prompts, time.perf_counter() - batch_started)
-            records.update((record["index"], record) for record in new)
-            if store is not None:
-                store.append(sorted(new, key=lambda r: r["index"]))
-            progress.advance(len(new), correct)
+                new = _generate_records(model, tokenizer, template, entry, prompts, mine, decoding)
+            _judge_batch(new, entry, prompts, time.perf_counter() - batch_started)
+            for batch_records in procs.gather(new):  # in process order: the batches' order
+                records.update((record["index"], record) for record in batch_records)
+                if store is not None and procs.main and batch_records:
+                    store.append(sorted(batch_records, key=lambda r: r["index"]))
+                progress.advance(len(batch_records), sum(r["correct"] for r in batch_records))
     finally:
         progress.stop()
         if store is not None:
@@ -180,18 +192,15 @@ def evaluate_entry(
     return _score(entry, records, done, started)
 
 
-def _judge_batch(new: list[dict[str, Any]], entry: Entry, prompts: Sequence[str], seconds: float) -> int:
-    """Parse and judge a batch's new records in place (each gets its prompt hash, answer,
-    prediction, verdict and share of the batch's ``seconds``); returns how many are correct."""
-    correct = 0
-    share = seconds / len(new)
+def _judge_batch(new: list[dict[str, Any]], entry: Entry, prompts: Sequence[str], seconds: float) -> None:
+    """Parse and judge a batch's new records in place: each gets its prompt hash, answer,
+    prediction, verdict and share of the batch's ``seconds``."""
     for record in new:
         ex = entry.examples[record["index"]]
         prediction, ok = judge(entry.parser, record["response"], ex.answer)
-        correct += ok
         record.update(prompt_sha=prompt_hash(prompts[record["index"]]), source=ex.source,
-                      answer=ex.answer, prediction=prediction, correct=ok, seconds=round(share, 4))
-    return correct
+                      answer=ex.answer, prediction=prediction, correct=ok,
+                      seconds=round(seconds / len(new), 4))
 
 
 def _score(entry: Entry, records: dict[int, dict[str, Any]], done: dict[int, dict[str, Any]],

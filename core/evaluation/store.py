@@ -10,10 +10,10 @@ import hashlib
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from lladapt.common.errors import LladaptError
-from lladapt.common.fileio import write_json_atomic
+from lladapt.common.fileio import append_text, make_dirs, write_json_atomic
 from lladapt.common.nested import differences
 
 
@@ -37,6 +37,8 @@ def read_lines(path: Path) -> Iterator[tuple[int, bytes, Any]]:
                 yield number, raw, json.loads(raw)
             except json.JSONDecodeError as exc:
                 raise LladaptError(f"{path}, line {number}: not JSON ({exc.msg})") from None
+            except UnicodeDecodeError as exc:
+                raise LladaptError(f"{path}, line {number}: not UTF-8 text (byte {exc.start})") from None
 
 
 class PredictionStore:
@@ -47,7 +49,7 @@ class PredictionStore:
         self.settings_path = self.path.with_name(self.path.stem + ".settings.json")
         self.settings = json.loads(json.dumps(dict(settings), default=str))
         self.fingerprint = settings_hash(self.settings)
-        self._fh: IO[str] | None = None
+        self._started = False
 
     def discard(self) -> None:
         """Forget earlier predictions (a run that replaces an earlier one)."""
@@ -76,9 +78,12 @@ class PredictionStore:
             old = json.loads(self.settings_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             old = None
+        except ValueError:  # not JSON, not UTF-8: the settings cannot be checked
+            old = "unreadable"
         if old != self.settings:
             changes = [f"{key}: {json.dumps(a, default=str)} -> {json.dumps(b, default=str)}"
-                       for key, a, b in differences(old, self.settings)] if isinstance(old, dict) else ["(no settings file)"]
+                       for key, a, b in differences(old, self.settings)] if isinstance(old, dict) else [
+                           f"(the settings file {'is unreadable' if old == 'unreadable' else 'is missing'})"]
             raise LladaptError(
                 f"{self.path} holds predictions made with other settings, which would give other "
                 "answers; they will not be mixed with new ones:\n  " + "\n  ".join(changes)
@@ -101,18 +106,15 @@ class PredictionStore:
             )
 
     def append(self, records: Sequence[Mapping[str, Any]]) -> None:
-        """Append one batch's predictions and flush them to the OS (a killed process keeps them)."""
-        if self._fh is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+        """Append one batch's predictions and flush them to the OS (a killed process keeps them;
+        a failed write, a full disk, leaves no partial line)."""
+        if not self._started:
+            make_dirs(self.path.parent)
             if not self.settings_path.exists():
                 write_json_atomic(self.settings_path, self.settings, sort_keys=True)
-            self._fh = self.path.open("a", encoding="utf-8")
-        for record in records:
-            line = {**record, "settings": self.fingerprint}
-            self._fh.write(json.dumps(line, default=str) + "\n")
-        self._fh.flush()
+            self._started = True
+        append_text(self.path, "".join(json.dumps({**record, "settings": self.fingerprint}, default=str) + "\n"
+                                       for record in records))
 
     def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+        """Nothing is kept open between batches; kept for callers that close a store."""

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lladapt.common.processes import processes
 from lladapt.evaluation.generation import Decoding
 from lladapt.evaluation.progress import Progress, default_progress
 from lladapt.evaluation.runner import (
@@ -109,7 +110,7 @@ def evaluate_all(
             evaluation = evaluation_for(config, entry.dataset.max_new_tokens)
             store = PredictionStore(out / eval_dir / f"{entry.label}.jsonl",
                                     answer_settings(config, model, entry, evaluation, adapter))
-            if fresh:
+            if fresh and processes().main:
                 store.discard()
             echo(f"evaluating {entry.label}: {len(entry.examples)} examples"
                  + (" (adapter merged)" if merged else ""))

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lladapt.common.errors import LladaptError
+from lladapt.common.fileio import writing
 
 __all__ = ["EXECUTORS", "Job", "Outcome", "execute", "run_local", "run_ray"]
 
@@ -63,9 +64,11 @@ def execute(job: Job) -> Outcome:
     if job.threads:
         env["OMP_NUM_THREADS"] = str(job.threads)
     started = time.perf_counter()
-    with open(job.log_path, "a", encoding="utf-8") as log:
+    with writing(job.log_path):
+        log = open(job.log_path, "a", encoding="utf-8")  # noqa: SIM115 - closed below
         log.write(f"$ {' '.join(command)}\n")
         log.flush()
+    with log:
         returncode = subprocess.call(command, cwd=job.cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)
     return Outcome(job.name, returncode, round(time.perf_counter() - started, 1), job.log_path)

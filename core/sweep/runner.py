@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from lladapt.common.errors import LladaptError
+from lladapt.common.fileio import make_dirs, write_bytes_atomic, write_json_atomic
+from lladapt.common.folder_lock import locked_folder
 from lladapt.sweep.executors import EXECUTORS, Job, Outcome
 from lladapt.sweep.spec import PlannedRun, Sweep
 from lladapt.sweep.state import Status, run_status
@@ -64,9 +66,7 @@ def plan(sweep: Sweep, only: Sequence[str] = ()) -> list[Planned]:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    from lladapt.common.fileio import write_json_atomic
-
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     write_json_atomic(path, data, default=str)
 
 
@@ -93,8 +93,6 @@ RUN_RECORD_FILES = ("config.json", "results.json", "metrics.jsonl")
 def write_combined_report(sweep: Sweep, echo: Callable[[str], None]) -> list[Path]:
     """``lladapt report`` over every run of the sweep that has finished (in grid order), and a
     copy of each one's :data:`RUN_RECORD_FILES` in ``<report>/runs/<run>/``."""
-    import shutil
-
     from lladapt.api import RESULTS_FILE
     from lladapt.evaluation.report import write_report
 
@@ -108,10 +106,10 @@ def write_combined_report(sweep: Sweep, echo: Callable[[str], None]) -> list[Pat
     written = write_report(finished, sweep.report_dir, charts=charts)
     for folder in finished:
         copy = sweep.report_dir / "runs" / folder.name
-        copy.mkdir(parents=True, exist_ok=True)
+        make_dirs(copy)
         for name in RUN_RECORD_FILES:
             if (folder / name).is_file():
-                shutil.copyfile(folder / name, copy / name)
+                write_bytes_atomic(copy / name, (folder / name).read_bytes())
     return written
 
 
@@ -123,10 +121,16 @@ def run_sweep(
     address: str | None = None,
     echo: Callable[[str], None] = print,
 ) -> SweepResult:
-    """Run what is left of ``sweep`` on ``executor`` (``local`` or ``ray``) and write the report."""
+    """Run what is left of ``sweep`` on ``executor`` (``local`` or ``ray``) and write the report.
+    One sweep at a time per ``output_dir`` (its lock, as each run holds its own folder's)."""
     if executor not in EXECUTORS:
         raise LladaptError(f"unknown executor '{executor}' (choose from {', '.join(EXECUTORS)})")
-    planned = plan(sweep, only)
+    with locked_folder(sweep.spec.output_dir, what="sweep output_dir", echo=echo):
+        return _run_planned(sweep, plan(sweep, only), executor, address, echo)
+
+
+def _run_planned(sweep: Sweep, planned: list[Planned], executor: str, address: str | None,
+                 echo: Callable[[str], None]) -> SweepResult:
     out = sweep.spec.output_dir
     jobs = []
     for item in planned:
@@ -136,7 +140,7 @@ def run_sweep(
         config_path = out / "configs" / f"{item.run.name}.json"
         _write_json(config_path, item.run.data)
         log_path = out / "logs" / f"{item.run.name}.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(log_path.parent)
         resources = item.run.resources
         jobs.append(Job(item.run.name, str(config_path.resolve()), str(log_path.resolve()),
                         resume=item.status == "partial", cwd=str(Path.cwd()),

@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from lladapt.common.errors import LladaptError
+from lladapt.common.errors import FolderInUseError, LladaptError
+from lladapt.common.folder_lock import LOCK_FILE, holder_of
 from lladapt.common.nested import differences
 
 Status = Literal["finished", "partial", "pending"]
@@ -18,11 +19,17 @@ __all__ = ["Status", "run_status"]
 def run_status(folder: Path, planned: dict[str, Any]) -> Status:
     """The state of ``folder`` for a run whose resolved config is ``planned`` (``model_dump``).
 
-    A finished run whose saved config differs from the planned one, or a folder that holds files
-    but no run, is a :class:`LladaptError`: the sweep refuses before it starts anything."""
+    A finished run whose saved config differs from the planned one, a folder that holds files
+    but no run, or one another process holds (a run of another sweep: the lock of
+    :mod:`lladapt.common.folder_lock`, which each run takes), is a :class:`LladaptError`: the
+    sweep refuses before it starts anything."""
     from lladapt.api import CONFIG_FILE, RESULTS_FILE
 
-    if not folder.is_dir() or not any(folder.iterdir()):
+    holder = holder_of(folder)
+    if holder is not None:
+        raise FolderInUseError(f"run folder '{folder}' is in use by {holder}; wait for it to finish, "
+                               "or leave the run out (--only)")
+    if not folder.is_dir() or not any(p.name != LOCK_FILE for p in folder.iterdir()):
         return "pending"
     saved_path = folder / CONFIG_FILE
     if not saved_path.is_file():

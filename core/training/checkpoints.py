@@ -5,7 +5,8 @@
   trainable.safetensors    the exact trainable tensors (fp32 master weights under mixed precision)
   optimizer.pt             optimizer and fp16 grad-scaler state
   scheduler.pt             learning-rate scheduler state
-  rng.pt                   torch (CPU, CUDA), python and numpy RNG states
+  rng.pt                   torch (CPU, CUDA), python and numpy RNG states; of every process
+                           (``{"ranks": [...]}``) when several train, so each resumes its own
   trainer_state.json       step, data position and this epoch's batch order, loss history, the
                            resolved config; written last
 
@@ -28,9 +29,12 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from lladapt.common.errors import LladaptError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from lladapt.common.errors import LladaptError, WriteError
+from lladapt.common.fileio import make_dirs, write_bytes, writing
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -109,6 +113,17 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def rank_rng_state(rng: Mapping[str, Any], rank: int, world: int) -> Mapping[str, Any]:
+    """The RNG state process ``rank`` of ``world`` resumes with: its own, from a checkpoint of
+    several processes; the one state of a one-process checkpoint (or of one written before
+    checkpoints kept every process's, where all processes resume with the main one's)."""
+    if "ranks" not in rng:
+        return rng
+    if len(rng["ranks"]) != world:
+        raise LladaptError(f"the checkpoint holds the RNG states of {len(rng['ranks'])} processes; this run has {world}")
+    return rng["ranks"][rank]
+
+
 def save_checkpoint(
     directory: Path,
     step: int,
@@ -121,42 +136,58 @@ def save_checkpoint(
     save_adapter: Callable[[Path], Any] | None = None,
     best: Mapping[str, torch.Tensor] | None = None,
     keep: int = 0,
+    rng: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write ``directory/step-N`` atomically; keep the newest ``keep`` (0: all). Returns its path."""
-    import torch
-    from safetensors.torch import save_file
+    """Write ``directory/step-N`` atomically; keep the newest ``keep`` up to step N (0: all).
+    Returns its path.
+    ``rng``: the RNG states to store (None: this process's, :func:`rng_state`).
 
-    directory.mkdir(parents=True, exist_ok=True)
+    A write that fails (a full disk) is a :class:`~lladapt.common.errors.WriteError` naming the
+    file as it would have been in ``step-N``; the partial folder is removed."""
+    from safetensors.torch import save
+
+    make_dirs(directory)
     final = directory / f"step-{step}"
     tmp = directory / f".step-{step}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
     try:
+        make_dirs(tmp)
         if save_adapter is not None:
             save_adapter(tmp / "adapter")
-        save_file(trainable_state(model), str(tmp / TRAINABLE_FILE))
+        write_bytes(tmp / TRAINABLE_FILE, save(trainable_state(model)))
         if best is not None:
-            save_file(dict(best), str(tmp / BEST_FILE))
-        torch.save({"optimizer": optimizer.state_dict(),
-                    "scaler": scaler.state_dict() if scaler is not None else {}}, tmp / "optimizer.pt")
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        torch.save(rng_state(), tmp / "rng.pt")
-        _write_last(tmp / STATE_FILE, {"step": step, **state})
-        if final.exists():  # a checkpoint of the same step from before a crash: replaced
-            shutil.rmtree(final)
-        os.rename(tmp, final)
+            write_bytes(tmp / BEST_FILE, save(dict(best)))
+        write_bytes(tmp / "optimizer.pt", _torch_bytes({
+            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler is not None else {}}))
+        write_bytes(tmp / "scheduler.pt", _torch_bytes(scheduler.state_dict()))
+        write_bytes(tmp / "rng.pt", _torch_bytes(dict(rng) if rng is not None else rng_state()))
+        write_bytes(tmp / STATE_FILE, json.dumps({"step": step, **state}, default=str).encode("utf-8"), sync=True)
+        with writing(final):
+            if final.exists():  # a checkpoint of the same step from before a crash: replaced
+                shutil.rmtree(final)
+            os.rename(tmp, final)
+    except WriteError as exc:
+        raise exc.moved(tmp, final).add(f"the partial checkpoint {final.name} was removed") from exc.__cause__
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if keep:
-        for old in list_checkpoints(directory)[keep:]:
+        # among this run's checkpoints (up to this step): a stray or broken folder with a higher
+        # step (an empty `step-10`, one a resume skipped) must not push the newest good ones out
+        ours = [old for old in list_checkpoints(directory) if int(old.name.removeprefix("step-")) <= step]
+        for old in ours[keep:]:
             shutil.rmtree(old, ignore_errors=True)
     return final
 
 
-def _write_last(path: Path, data: Mapping[str, Any]) -> None:
-    with path.open("w", encoding="utf-8") as fh:
-        json.dump(data, fh, default=str)
-        fh.flush()
-        os.fsync(fh.fileno())
+def _torch_bytes(obj: Any) -> bytes:
+    """``torch.save`` into memory: written to disk by ``write_bytes``, a full disk is an
+    ``OSError`` saying so, not torch's ``unexpected pos`` error."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
 
 
 def list_checkpoints(directory: Path) -> list[Path]:
@@ -176,7 +207,7 @@ def read_checkpoint(path: Path) -> Checkpoint:
     if missing:
         raise LladaptError(f"missing {', '.join(missing)}")
     try:
-        state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
+        state = _checked_state((path / STATE_FILE).read_bytes())
         trainable = load_file(str(path / TRAINABLE_FILE))
         best = load_file(str(path / BEST_FILE)) if (path / BEST_FILE).is_file() else None
         tensors = {name: torch.load(path / name, map_location="cpu", weights_only=True)
@@ -187,19 +218,55 @@ def read_checkpoint(path: Path) -> Checkpoint:
                       tensors["scheduler.pt"], tensors["rng.pt"], best)
 
 
+class _TrainerState(BaseModel):
+    """What a resume reads of ``trainer_state.json`` (the loop may write more, kept as it is)."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+    step: int = Field(ge=1)
+    plan: dict[str, Any]
+    orders: dict[Annotated[str, Field(pattern=r"^\d+$")], list[list[Annotated[int, Field(ge=0)]]]]
+    losses: list[tuple[int, float]]
+    val_losses: list[tuple[int, float]]
+    best_step: int | None
+    best_val: float | None
+    # counts: whole numbers, which a reduction over processes may have written as floats
+    tokens: int | float
+    real: int | float
+    padded: int | float
+    window: tuple[float, int | float, int | float, int | float]
+    seconds: float = 0.0
+
+
+def _checked_state(data: bytes) -> dict[str, Any]:
+    """``trainer_state.json`` parsed, each field a resume reads checked; a ``ValueError`` names the
+    first field that is wrong (the checkpoint is then corrupt)."""
+    try:
+        _TrainerState.model_validate_json(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise ValueError(f"{STATE_FILE}: {where + ': ' if where else ''}{first['msg']}") from None
+    return json.loads(data)
+
+
 def latest_checkpoint(directory: Path, report: Callable[[str], None]) -> Checkpoint | None:
-    """The newest complete checkpoint; partial or corrupt ones are reported and skipped, and
-    leftovers of interrupted writes are removed."""
-    if directory.is_dir():
-        for leftover in directory.glob(".step-*.tmp-*"):
-            report(f"removing {leftover.name}: a checkpoint write that did not finish")
-            shutil.rmtree(leftover, ignore_errors=True)
+    """The newest complete checkpoint; partial or corrupt ones are reported and skipped. (The
+    leftovers of interrupted writes are removed by :func:`remove_leftovers` once the resume goes
+    ahead: a refused resume changes nothing.)"""
     for path in list_checkpoints(directory):
         try:
             return read_checkpoint(path)
         except LladaptError as exc:
             report(f"skipping checkpoint {path}: incomplete or corrupt: {exc}")
     return None
+
+
+def remove_leftovers(directory: Path, report: Callable[[str], None]) -> None:
+    """Remove what interrupted checkpoint writes left (``.step-N.tmp-XXXX``), saying so."""
+    if directory.is_dir():
+        for leftover in directory.glob(".step-*.tmp-*"):
+            report(f"removing {leftover.name}: a checkpoint write that did not finish")
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:

@@ -37,6 +37,7 @@ from lladapt.training.precision import Precision
 from lladapt.training.prepare import prepare
 from lladapt.training.progress import Progress, trim_metrics
 from lladapt.training.resume import restore, write_checkpoint
+from lladapt.training.sharding import unshard_for_inference
 from lladapt.training.state import LoopState, TrainResult, Window
 from lladapt.training.trackers import Tracking
 from lladapt.training.validation import validation_loss
@@ -104,12 +105,14 @@ def _optimizer_step(run: LoopState, step: int) -> tuple[float, float]:
     settings, precision, optimizer = run.settings, run.precision, run.optimizer
     micro = [run.batches[g] for g in run.plan.micro_batches(step)]
     step_tokens = sum(run.n_labels[i] for idx in micro for i in idx)
-    with precision.frozen_weights_cast(run.model):  # fp32 again for anything run between steps
+    # fp32 again for anything run between steps; a sharded base is gathered in bf16 by FSDP
+    cast = contextlib.nullcontext() if run.sharded else precision.frozen_weights_cast(run.model)
+    with cast:
         loss_sum = backward_step(
             run.model, precision, [[run.encoded[i] for i in idx] for idx in micro],
             rank=run.accelerator.process_index, world=run.world,
             pad_token_id=run.pad_token_id, pad_to_multiple_of=settings.pad_to_multiple_of,
-            normalization=settings.loss_normalization,
+            normalization=settings.loss_normalization, lockstep=run.sharded,
         )
     if run.world > 1:
         loss_sum = _all_reduce_grads(run.accelerator, run.params, loss_sum)
@@ -177,6 +180,8 @@ def _finish(run: LoopState) -> TrainResult:
         ckpt.load_trainable(run.model, run.best)
     for p, dtype in zip(run.params, run.dtypes, strict=True):
         p.data = p.data.to(dtype)
+    if run.sharded:  # whole again on every process: evaluation runs different passes on each
+        unshard_for_inference(run.model)
     run.model.eval()
     result = run.result
     result.steps = run.steps
@@ -208,6 +213,7 @@ def backward_step(
     pad_to_multiple_of: int | None = None,
     normalization: str = "tokens",
     chunked_loss: bool = True,
+    lockstep: bool = False,
 ) -> torch.Tensor:
     """Forward and backward over this process's share (round-robin) of one optimizer step's
     micro-batches; gradients accumulate in ``.grad``. Returns the summed loss of its share.
@@ -216,18 +222,27 @@ def backward_step(
     vocabulary logits are computed only at label positions, in chunks (``chunked_summed_loss``).
 
     With ``normalization="tokens"`` the gradient equals that of one batch holding every
-    micro-batch (normalised by the label tokens of the whole step, on every process)."""
+    micro-batch (normalised by the label tokens of the whole step, on every process).
+
+    ``lockstep`` (a sharded base): every process makes as many passes as the busiest one, a
+    process short of a micro-batch running the step's last one with weight zero, since each pass
+    gathers the sharded weights from all processes."""
     import torch
 
     step_tokens = sum(label_tokens(e) for rows in micro_batches for e in rows)
     loss_sum = torch.zeros((), device=precision.device)
-    for rows in micro_batches[rank::world]:
+    mine = micro_batches[rank::world]
+    passes = -(-len(micro_batches) // world) if lockstep else len(mine)
+    for i in range(passes):
+        counts = i < len(mine)
+        rows = mine[i] if counts else micro_batches[-1]
         batch = collate_for_training(rows, pad_token_id, pad_to_multiple_of)
         batch = {k: v.to(precision.device) for k, v in batch.items()}
         summed = _summed_loss(model, precision, batch, chunked_loss)
         factor = scale(sum(label_tokens(e) for e in rows), step_tokens, len(micro_batches), normalization)
-        precision.backward(summed * factor)
-        loss_sum += summed.detach()
+        precision.backward(summed * (factor if counts else 0.0))
+        if counts:
+            loss_sum += summed.detach()
     return loss_sum
 
 

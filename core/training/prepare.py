@@ -5,18 +5,19 @@ later step takes."""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lladapt.common.errors import LladaptError
+from lladapt.common.processes import leave_together_at_exit
 from lladapt.config import TrainSection
 from lladapt.data.tokenization import Encoded
 from lladapt.training.loss import label_tokens
 from lladapt.training.plan import Batches, make_plan
 from lladapt.training.precision import Precision, mixed_precision
 from lladapt.training.schedule import make_scheduler
+from lladapt.training.sharding import shard_base, use_fsdp
 from lladapt.training.state import LoopState
 from lladapt.training.trackers import accelerator_kwargs
 
@@ -48,7 +49,7 @@ def prepare(
     precision = Precision(mixed_precision(settings.precision), accelerator.device)
     world = accelerator.num_processes
     if world > 1:
-        _destroy_process_group_at_exit()
+        leave_together_at_exit()
     plan = make_plan(len(encoded), settings)
     if plan.per_step % world:
         raise LladaptError(
@@ -59,6 +60,9 @@ def prepare(
     _place(model, accelerator.device)
     if settings.gradient_checkpointing:
         _enable_gradient_checkpointing(model)
+    fsdp = use_fsdp(settings.distributed, world)
+    if fsdp:
+        shard_base(model, precision, world)
     lengths = [len(e.input_ids) for e in encoded]
     n_labels = [label_tokens(e) for e in encoded]
     batches = Batches(lengths, plan, settings)
@@ -70,7 +74,7 @@ def prepare(
         batches=batches, encoded=encoded, lengths=lengths, n_labels=n_labels,
         pad_token_id=pad_token_id, val_encoded=val_encoded, params=params, dtypes=dtypes,
         optimizer=optimizer, scheduler=scheduler, checkpoint_dir=checkpoint_dir, save_adapter=save,
-        run_config=run_config,
+        run_config=run_config, sharded=fsdp,
     )
 
 
@@ -85,19 +89,6 @@ def _trainable(model: torch.nn.Module, precision: Precision) -> tuple[list[torch
         for p in params:
             p.data = p.data.float()
     return params, dtypes
-
-
-@functools.cache
-def _destroy_process_group_at_exit() -> None:
-    """Destroy the process group when this process exits (registered once per process). Left to
-    the C++ destructors at interpreter exit, gloo's process group aborts a process now and then
-    ("terminate called without an active exception", exit -6) after a run that finished, and the
-    launcher then fails the whole run."""
-    import atexit
-
-    from accelerate import PartialState
-
-    atexit.register(PartialState().destroy_process_group)
 
 
 def _place(model: torch.nn.Module, device: torch.device) -> None:

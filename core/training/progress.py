@@ -11,7 +11,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from lladapt.common.fileio import write_text_atomic
+from lladapt.common.errors import LladaptError
+from lladapt.common.fileio import append_text, make_dirs, write_text_atomic
 
 Echo = Callable[[str], None]
 
@@ -54,7 +55,7 @@ class Progress:
             self._bar.__enter__()
             self._task = self._bar.add_task("train", total=self.total, info="")
         if self.metrics is not None:
-            self.metrics.parent.mkdir(parents=True, exist_ok=True)
+            make_dirs(self.metrics.parent)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -68,8 +69,7 @@ class Progress:
     def log(self, record: dict[str, Any]) -> None:
         """One logging step: append to metrics.jsonl, show on screen."""
         if self.metrics is not None:
-            with self.metrics.open("a", encoding="utf-8") as fh:
-                fh.write(json.dumps(record) + "\n")
+            append_text(self.metrics, json.dumps(record) + "\n")
         line = plain_line(record, self.total)
         if self._bar is not None:
             self._bar.update(self._task, completed=record["step"], info=line.split("  ", 1)[-1])
@@ -77,13 +77,34 @@ class Progress:
             self.echo(line)
 
 
+def read_metrics(path: Path) -> list[tuple[int, str]]:
+    """``(step, line)`` of each record of ``metrics.jsonl``, less a last record cut short by a kill.
+    A line that is not a step's record is an error naming it (checked before a resume writes)."""
+    if not path.is_file():
+        return []
+    lines = path.read_bytes().splitlines(keepends=True)
+    if lines and not lines[-1].endswith(b"\n"):
+        lines.pop()  # cut short by a kill: that step is logged again
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            step = json.loads(line).get("step")
+        except (ValueError, AttributeError):  # not JSON, not UTF-8, not an object
+            step = None
+        if not isinstance(step, int) or isinstance(step, bool):
+            raise LladaptError(f"{path}, line {number}: not a training step's record; remove that line "
+                               "(or the file: it is the log, not the checkpoint) and resume again")
+        records.append((step, line.decode("utf-8").rstrip("\n")))
+    return records
+
+
 def trim_metrics(path: Path, last_step: int) -> None:
     """Drop the records after ``last_step`` (a resumed run logs those steps again)."""
-    if not path.is_file():
-        return
-    lines = path.read_text(encoding="utf-8").splitlines()
-    kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= last_step]
-    write_text_atomic(path, "".join(line + "\n" for line in kept))
+    if path.is_file():
+        kept = [line for step, line in read_metrics(path) if step <= last_step]
+        write_text_atomic(path, "".join(line + "\n" for line in kept))
 
 
 def _render(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

@@ -24,14 +24,17 @@ def restore(run: LoopState, directory: Path, echo: Callable[[str], None]) -> ckp
     """Load the newest complete checkpoint in ``directory`` into ``run`` (tensors, optimizer,
     scheduler, data position, history, then the RNG states last) and return it; None, and a
     message, when there is none: the run starts from step 1."""
-    found = ckpt.latest_checkpoint(directory, echo if run.main else lambda _: None)
+    report = echo if run.main else lambda _: None
+    found = ckpt.latest_checkpoint(directory, report)
     if found is None:
+        ckpt.remove_leftovers(directory, report)
         echo(f"no complete checkpoint in {directory}: starting from step 1")
         return None
     state, result = found.state, run.result
     plan_record = run.plan.record(run.world)
     if state.get("plan") != plan_record:
         raise LladaptError(f"cannot resume from {found.path}: it was written for {state.get('plan')}, this run is {plan_record}")
+    ckpt.remove_leftovers(directory, report)  # the resume goes ahead (a refused one changes nothing)
     ckpt.load_trainable(run.model, found.trainable)
     run.optimizer.load_state_dict(found.optimizer["optimizer"])
     run.precision.load_state_dict(found.optimizer["scaler"])
@@ -45,7 +48,7 @@ def restore(run: LoopState, directory: Path, echo: Callable[[str], None]) -> ckp
     run.start_step = found.step + 1
     result.resumed_from = found.step
     run.last_checkpoint = found.path
-    ckpt.set_rng_state(found.rng)
+    ckpt.set_rng_state(ckpt.rank_rng_state(found.rng, run.accelerator.process_index, run.world))
     echo(f"resuming from {found.path} (step {found.step} of {run.steps})")
     return found
 
@@ -54,11 +57,16 @@ def write_checkpoint(run: LoopState, step: int) -> Path | None:
     """The main process writes the checkpoint of ``step``; every process waits for it. Returns
     its path (on every process), None without a checkpoint folder."""
     path = None
+    rng = None
+    if run.world > 1 and run.checkpoint_dir is not None:  # every process's, gathered to the main one
+        from accelerate.utils import gather_object
+
+        rng = {"ranks": gather_object([ckpt.rng_state()])}
     if run.main and run.checkpoint_dir is not None:
         path = ckpt.save_checkpoint(run.checkpoint_dir, step, model=run.model, optimizer=run.optimizer,
                                     scaler=run.precision, scheduler=run.scheduler,
                                     state=_loop_state(run, step), save_adapter=run.save_adapter,
-                                    best=run.best, keep=run.settings.save_total_limit)
+                                    best=run.best, keep=run.settings.save_total_limit, rng=rng)
         run.result.checkpoints.append(path)
     run.accelerator.wait_for_everyone()
     return path or (run.checkpoint_dir / f"step-{step}" if run.checkpoint_dir else None)

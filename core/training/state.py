@@ -69,7 +69,7 @@ class Window:
 
 @dataclass
 class LoopState:
-    """One run's training state. The fields up to ``run_config`` are set once, when the run is
+    """One run's training state. The fields up to ``sharded`` are set once, when the run is
     prepared (:mod:`.prepare`); the rest change as it trains, and a checkpoint keeps them."""
 
     model: torch.nn.Module
@@ -94,6 +94,8 @@ class LoopState:
     checkpoint_dir: Path | None
     save_adapter: Callable[[Path], None] | None
     run_config: Mapping[str, Any] | None
+    #: the frozen base is sharded over the processes (:mod:`.sharding`)
+    sharded: bool = False
 
     result: TrainResult = field(default_factory=lambda: TrainResult(steps=0, epochs=0.0))
     #: the trainable tensors at the best validation loss (``keep_best``)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, PositiveInt, field_validator
 
@@ -154,6 +154,13 @@ class BottleneckAdapter(Adapter):
             else:
                 nn.init.kaiming_uniform_(down.weight, a=math.sqrt(5))
                 nn.init.zeros_(up.weight)
+
+    def share(self, gate: Any) -> None:
+        """Apply only to the rows ``gate()`` names, with the bottlenecks moved out of the base
+        model so that another bottleneck can attach at the same modules
+        (:mod:`lladapt.adapters.rows`)."""
+        for hosted in self._hosted:
+            hosted.share(gate)
 
     def detach(self) -> None:
         """Remove every bottleneck and its hooks, restoring the base model."""

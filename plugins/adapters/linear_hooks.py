@@ -12,6 +12,12 @@ were, the branch's parameters are registered as children of the host Linear (so 
 ``<path>.lora_A.weight`` / ``<path>.adapter_down.weight``, the keys of PEFT and of the paper's
 code), bitsandbytes ``Linear4bit`` / ``Linear8bitLt`` hosts work unchanged, and removing the hooks
 and children restores the base model exactly.
+
+Several adapters over one base (a server answering requests for different adapters in one batch):
+:meth:`HostedBranch.share` moves the branch's children into a holder of their own, so that another
+adapter of the same kind can attach at the same host, and gates the hook: the delta is computed
+for, and added to, only the rows the gate names (:mod:`lladapt.adapters.rows`). One gate around
+every branch's delta, whatever the branch computes.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from lladapt import AdapterError
 
 __all__ = [
     "Branch",
+    "Gate",
     "HostedBranch",
     "InputTap",
     "branch_dtype",
@@ -94,6 +101,7 @@ class HostedBranch:
     host: nn.Module
     handles: list[RemovableHandle] = field(default_factory=list)
     children: tuple[str, ...] = ()
+    hooks: list[_BranchHook] = field(default_factory=list)
 
     def remove(self) -> None:
         for handle in self.handles:
@@ -104,9 +112,47 @@ class HostedBranch:
             elif name in self.host._parameters:
                 del self.host._parameters[name]
 
+    def share(self, gate: Gate) -> nn.Module:
+        """Move the branch's children out of the host into a holder (returned) that the hooks
+        read them from, and apply the branch only to the rows ``gate()`` names."""
+        holder = nn.Module()
+        for name in self.children:
+            if name in self.host._modules:
+                holder.add_module(name, self.host._modules.pop(name))
+            elif name in self.host._parameters:
+                holder.register_parameter(name, self.host._parameters.pop(name))
+        holder.train(self.host.training)
+        for hook in self.hooks:
+            hook.owner, hook.gate = holder, gate
+        return holder
+
+
+#: ``gate() -> rows``: None for every row, else the indices of the rows a branch applies to.
+Gate = Callable[[], "torch.Tensor | None"]
+
 
 def _add(target: torch.Tensor, delta: torch.Tensor | None) -> torch.Tensor:
     return target if delta is None else target + delta.to(target.dtype)
+
+
+@dataclass
+class _BranchHook:
+    """What every hook does: ``branch(owner, x)`` added to ``target``, on the gate's rows only.
+    ``owner`` holds the branch's children (the hooked module itself until :meth:`HostedBranch.share`)."""
+
+    branch: Branch
+    owner: nn.Module | None = None
+    gate: Gate | None = None
+
+    def added(self, module: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        owner = self.owner if self.owner is not None else module
+        rows = self.gate() if self.gate is not None else None
+        if rows is None:
+            return _add(target, self.branch(owner, x))
+        if rows.numel() == 0:
+            return target
+        delta = self.branch(owner, x.index_select(0, rows))
+        return target if delta is None else target.index_add(0, rows, delta.to(target.dtype))
 
 
 # The hooks are small classes rather than closures so that a hooked model can be deep-copied and
@@ -114,32 +160,27 @@ def _add(target: torch.Tensor, delta: torch.Tensor | None) -> torch.Tensor:
 
 
 @dataclass
-class _InputHook:
-    branch: Branch
-
+class _InputHook(_BranchHook):
     def __call__(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         x = _first_arg(args, kwargs)
-        x = _add(x, self.branch(module, x))
+        x = self.added(module, x, x)
         return ((x, *args[1:]), kwargs) if args else (args, {**kwargs, "input": x})
 
 
 @dataclass
-class _OutputHook:
-    branch: Branch
-
+class _OutputHook(_BranchHook):
     def __call__(self, module: nn.Module, args: tuple, kwargs: dict, out: Any) -> torch.Tensor:
-        return _add(out, self.branch(module, out))
+        return self.added(module, out, out)
 
 
 @dataclass
-class _ParallelHook:
-    branch: Branch
+class _ParallelHook(_BranchHook):
     tap: InputTap | None = None
     where: str = ""
 
     def __call__(self, module: nn.Module, args: tuple, kwargs: dict, out: Any) -> torch.Tensor:
         x = self.tap.take(self.where) if self.tap is not None else _first_arg(args, kwargs)
-        return _add(out, self.branch(module, x))
+        return self.added(module, x, out)
 
 
 def install_branch(
@@ -157,16 +198,19 @@ def install_branch(
     if source is not None and mode != "parallel":
         raise AdapterError(f"a source module needs mode 'parallel', not '{mode}' (at '{where}')")
     if mode == "input":
-        hosted.handles.append(host.register_forward_pre_hook(_InputHook(branch), with_kwargs=True))
+        hook: _BranchHook = _InputHook(branch)
+        hosted.handles.append(host.register_forward_pre_hook(hook, with_kwargs=True))
     elif mode == "output":
-        hosted.handles.append(host.register_forward_hook(_OutputHook(branch), with_kwargs=True))
+        hook = _OutputHook(branch)
+        hosted.handles.append(host.register_forward_hook(hook, with_kwargs=True))
     elif mode == "parallel":
         tap = None
         if source is not None:
             tap = InputTap()
             hosted.handles.append(source.register_forward_pre_hook(tap, with_kwargs=True))
-        hook = _ParallelHook(branch, tap, where)
+        hook = _ParallelHook(branch, tap=tap, where=where)
         hosted.handles.append(host.register_forward_hook(hook, with_kwargs=True))
     else:
         raise AdapterError(f"unknown mode '{mode}' at '{where}'; modes: input, output, parallel")
+    hosted.hooks.append(hook)
     return hosted

@@ -157,6 +157,15 @@ class LoraAdapter(Adapter):
                     host.weight.sub_((update * branch.scaling).to(host.weight.dtype))
                 branch.merged = False
 
+    def share(self, gate: Any) -> None:
+        """Apply only to the rows ``gate()`` names, with the LoRA modules moved out of the base
+        model so that another LoRA can attach at the same modules
+        (:mod:`lladapt.adapters.rows`). Not while merged: the update would apply to every row."""
+        if any(branch.merged for _, _, branch in self._hosted):
+            raise AdapterError("a merged LoRA applies to every row; unmerge it before sharing the base")
+        for _, hosted, _ in self._hosted:
+            hosted.share(gate)
+
     def detach(self) -> None:
         """Remove every LoRA branch (merged updates stay in the weights)."""
         for _, hosted, _ in self._hosted:

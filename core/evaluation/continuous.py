@@ -1,0 +1,303 @@
+"""Continuous (iteration-level) batching: a decode loop over the rows that are running, with one
+KV cache, where new rows join between two steps instead of waiting for the batch to finish.
+
+Each :meth:`ContinuousBatcher.step` (1) drops rows that were asked to stop (a client gone), (2)
+prefills the rows waiting (one left-padded batch, as the evaluator does) and merges their KV cache
+into the running one (``hf_compat.cache_concat_rows``: the shorter side padded on the left and
+masked), (3) runs one decode step for every running row and (4) drops the rows that finished,
+from the batch and the cache (``Cache.batch_select_indices``), and the columns that are padding
+in every row left.
+
+Each step is :mod:`.decode`'s greedy step (the new token, the whole attention mask, position ids
+counted from the mask, ``logits_to_keep=1``, float32 logits), so a greedy row gets the tokens it
+gets alone. Sampling rows go through transformers' own logits warpers (temperature, top-k,
+top-p, in ``generate``'s order) and a generator of their own (``seed``). A ``select_rows``
+callback hears the slot of every row before each forward: several adapters gated per row
+(:mod:`lladapt.adapters.rows`) share the step.
+
+Tokens go to each row's streamer through transformers' streamer protocol (``put`` a tensor of
+new ids, ``end``), so a ``TextStreamer`` or ``TextIteratorStreamer`` can listen. Used for module
+adapters and base models whose forward is transformers' own (as :mod:`.decode`); prefix and prompt
+tuning rewrite the forward's arguments and go through ``generate``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from lladapt.common.hf_compat import (
+    cache_argument,
+    cache_concat_rows,
+    cache_drop_left,
+    forward_parameters,
+    output_cache,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+__all__ = ["ContinuousBatcher", "Row", "Sampling", "left_padded"]
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How a row picks its tokens: greedy when ``temperature`` is 0, else sampled after
+    transformers' warpers (``top_k`` 0: off; ``top_p`` 1: off) with its own ``seed``."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = None
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+    def configure(self, config: Any) -> Any:
+        """These settings on a transformers ``GenerationConfig`` (for ``generate``), in place."""
+        if not self.greedy:
+            config.update(do_sample=True, temperature=self.temperature, top_p=self.top_p,
+                          top_k=self.top_k)
+        return config
+
+    def processors(self) -> Any:
+        """transformers' warpers for these settings, in ``generate``'s order."""
+        from transformers import (
+            LogitsProcessorList,
+            TemperatureLogitsWarper,
+            TopKLogitsWarper,
+            TopPLogitsWarper,
+        )
+
+        warpers = LogitsProcessorList()
+        if self.temperature != 1.0:
+            warpers.append(TemperatureLogitsWarper(self.temperature))
+        if self.top_k:
+            warpers.append(TopKLogitsWarper(self.top_k))
+        if self.top_p < 1.0:
+            warpers.append(TopPLogitsWarper(self.top_p))
+        return warpers
+
+
+class Row:
+    """One request: its prompt ids, its limits, its adapter slot and where its tokens go.
+
+    ``tokens`` holds what was generated (the stop token included); ``finish_reason`` is
+    ``stop`` (a stop token, or a stop the streamer asked for), ``length``, ``cancelled`` or
+    ``error`` once the row ended, and ``done`` is set then. Any thread may call :meth:`stop`."""
+
+    def __init__(self, prompt_ids: Sequence[int], max_new_tokens: int, *, stop_ids: Iterable[int] = (),
+                 sampling: Sampling = Sampling(), slot: int = -1, streamer: Any = None):
+        self.prompt_ids = list(prompt_ids)
+        self.max_new_tokens = max_new_tokens
+        self.stop_ids = frozenset(stop_ids)
+        self.sampling = sampling
+        self.slot = slot
+        self.streamer = streamer
+        self.tokens: list[int] = []
+        self.finish_reason: str | None = None
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+        self.asked: str | None = None
+        self._processors: Any = None
+        self._generator: Any = None
+
+    def stop(self, reason: str = "stop") -> None:
+        """End the row at the next step (a stop string seen, a client gone)."""
+        self.asked = self.asked or reason
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+    @property
+    def asked_to_stop(self) -> bool:
+        return self.asked is not None
+
+    def accept(self, token: int) -> bool:
+        """Take one generated token; True when the row has finished."""
+        import torch
+
+        self.tokens.append(token)
+        if token in self.stop_ids:
+            self.finish("stop")
+        else:
+            if self.streamer is not None:
+                self.streamer.put(torch.tensor([token]))
+            if self.asked is not None:
+                self.finish(self.asked)
+            elif len(self.tokens) >= self.max_new_tokens:
+                self.finish("length")
+        return self.finished
+
+    def finish(self, reason: str, error: BaseException | None = None) -> None:
+        if self.finished:
+            return
+        self.finish_reason, self.error = reason, error
+        try:
+            if self.streamer is not None:
+                self.streamer.end()
+        finally:
+            self.done.set()
+
+    def pick(self, logits: torch.Tensor) -> int:
+        """This row's next token from its float32 logits (one row)."""
+        import torch
+
+        if self.sampling.greedy:
+            return int(logits.argmax(-1))
+        if self._processors is None:
+            self._processors = self.sampling.processors()
+            self._generator = torch.Generator(device=logits.device)
+            if self.sampling.seed is None:
+                self._generator.seed()
+            else:
+                self._generator.manual_seed(self.sampling.seed)
+        seen = torch.tensor([self.prompt_ids + self.tokens], device=logits.device)
+        scores = self._processors(seen, logits[None, :])
+        probs = torch.softmax(scores, dim=-1)
+        return int(torch.multinomial(probs, 1, generator=self._generator))
+
+
+def left_padded(prompts: Sequence[Sequence[int]], pad_id: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids and attention mask of ``prompts``, padded on the left."""
+    import torch
+
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for i, prompt in enumerate(prompts):
+        if prompt:
+            ids[i, width - len(prompt):] = torch.tensor(prompt)
+            mask[i, width - len(prompt):] = 1
+    return ids.to(device), mask.to(device)
+
+
+class ContinuousBatcher:
+    """Rows in, tokens out, one step at a time (see the module's docstring). ``model`` is a
+    transformers causal LM (hooks on its modules allowed). Not thread-safe except
+    :meth:`submit`: one thread calls :meth:`step`."""
+
+    def __init__(self, model: Any, *, max_rows: int = 32, pad_id: int = 0,
+                 select_rows: Callable[[torch.Tensor], None] | None = None):
+        from lladapt.evaluation.generation import model_device
+
+        self.model = model
+        self.cache_name = cache_argument(model)
+        if self.cache_name is None:
+            raise ValueError(f"{type(model).__name__}.forward takes no KV cache")
+        self.extra = {"logits_to_keep": 1} if "logits_to_keep" in forward_parameters(model) else {}
+        self.max_rows = max_rows
+        self.pad_id = pad_id
+        self.select_rows = select_rows or (lambda slots: None)
+        self.device = model_device(model)
+        self.rows: list[Row] = []
+        self._waiting: deque[Row] = deque()
+        self._lock = threading.Lock()
+        self._cache: Any = None
+        self._mask: torch.Tensor | None = None
+        self._last: torch.Tensor | None = None
+
+    def submit(self, row: Row) -> None:
+        with self._lock:
+            self._waiting.append(row)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.rows or self._waiting)
+
+    def step(self) -> None:
+        """Admit the waiting rows, then one decode step for all; a failure ends every row
+        involved with ``error`` (the batcher stays usable)."""
+        import torch
+
+        self._keep([i for i, row in enumerate(self.rows) if not row.asked_to_stop],
+                   ended="cancelled")
+        with self._lock:
+            room = max(self.max_rows - len(self.rows), 0)
+            new = [self._waiting.popleft() for _ in range(min(room, len(self._waiting)))]
+        for row in new:
+            if row.asked_to_stop:
+                row.finish(row.asked or "cancelled")
+        new = [row for row in new if not row.finished]
+        try:
+            with torch.inference_mode():
+                if new:
+                    self._admit(new)
+                if self.rows:
+                    self._decode()
+        except Exception as error:  # noqa: BLE001 - handed to each row's owner
+            for row in [*self.rows, *new]:
+                row.finish("error", error)
+            self.rows, self._cache, self._mask, self._last = [], None, None, None
+
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any,
+                 rows: Sequence[Row]) -> tuple[Any, list[int]]:
+        import torch
+
+        self.select_rows(torch.tensor([row.slot for row in rows], device=self.device))
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                         **{self.cache_name: cache}, **self.extra)
+        logits = out.logits[:, -1, :].to(dtype=torch.float32)
+        return output_cache(out), [row.pick(logits[i]) for i, row in enumerate(rows)]
+
+    def _admit(self, new: list[Row]) -> None:
+        import torch
+        from transformers import DynamicCache
+
+        ids, mask = left_padded([row.prompt_ids for row in new], self.pad_id, self.device)
+        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+        cache, tokens = self._forward(ids, mask, positions, DynamicCache(config=self.model.config), new)
+        live = [i for i, (row, token) in enumerate(zip(new, tokens, strict=True)) if not row.accept(token)]
+        if not live:
+            return
+        index = torch.tensor(live, device=self.device)
+        if len(live) < len(new):
+            cache.batch_select_indices(index)
+        mask, last = mask[index], torch.tensor(tokens, device=self.device)[index]
+        if not self.rows:
+            self._cache, self._mask, self._last = cache, mask, last
+        else:
+            width = max(self._mask.shape[1], mask.shape[1])
+            pad = torch.nn.functional.pad
+            self._cache = cache_concat_rows(self._cache, cache)
+            self._mask = torch.cat([pad(self._mask, (width - self._mask.shape[1], 0)),
+                                    pad(mask, (width - mask.shape[1], 0))])
+            self._last = torch.cat([self._last, last])
+        self.rows += [new[i] for i in live]
+
+    def _decode(self) -> None:
+        import torch
+
+        mask = torch.cat([self._mask, self._mask.new_ones((self._mask.shape[0], 1))], dim=-1)
+        positions = self._mask.sum(-1, keepdim=True)
+        self._cache, tokens = self._forward(self._last[:, None], mask, positions, self._cache, self.rows)
+        self._mask, self._last = mask, torch.tensor(tokens, device=self.device)
+        self._keep([i for i, (row, token) in enumerate(zip(self.rows, tokens, strict=True))
+                    if not row.accept(token)])
+
+    def _keep(self, live: list[int], ended: str | None = None) -> None:
+        """Keep only the rows at ``live`` (the others end with ``ended``, unless they have),
+        then drop the leading columns that are padding in every row left."""
+        import torch
+
+        if len(live) == len(self.rows):
+            return
+        for i, row in enumerate(self.rows):
+            if i not in live and ended is not None:
+                row.finish(row.asked or ended)
+        if not live:
+            self.rows, self._cache, self._mask, self._last = [], None, None, None
+            return
+        index = torch.tensor(live, device=self.device)
+        self._cache.batch_select_indices(index)
+        self.rows = [self.rows[i] for i in live]
+        self._mask, self._last = self._mask[index], self._last[index]
+        empty = int((self._mask.sum(0) == 0).long().cumprod(0).sum())
+        if empty:
+            cache_drop_left(self._cache, empty)
+            self._mask = self._mask[:, empty:]
