@@ -158,3 +158,21 @@ def test_a_stray_later_step_folder_does_not_push_out_the_newest_checkpoints(stor
     run(run_config(stories260k, out, max_steps=4, save_steps=1, save_total_limit=2), overwrite=True,
         echo=lambda _: None)
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-2", "step-3", "step-99"]
+
+
+def test_a_logging_window_open_at_the_checkpoint_is_carried_into_the_resumed_run(stories260k, tmp_path):
+    """Checkpoints every 2 steps, a log record every 4: the record of step 4 averages steps 2-4,
+    and step 2 was trained before the checkpoint the run resumes from. Its loss and tokens must
+    come back with the checkpoint, or the resumed run logs another mean at step 4."""
+    whole = tmp_path / "whole"
+    run(run_config(stories260k, whole, logging_steps=4), echo=lambda _: None)
+    out = tmp_path / "run"
+    config = run_config(stories260k, out, logging_steps=4)
+    assert _child(config, "log", 4).returncode == -9  # after step 4's record, before checkpoint 4
+    run(config, resume=True, echo=lambda _: None)
+
+    def logged(folder):
+        return [(r["step"], r["loss"]) for r in map(json.loads, (folder / "metrics.jsonl").read_text().splitlines())]
+
+    assert [step for step, _ in logged(whole)] == [1, 4, 8]
+    assert logged(out) == logged(whole)
