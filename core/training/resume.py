@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lladapt.common.errors import LladaptError
+from lladapt.common.processes import processes
 from lladapt.training import checkpoints as ckpt
 from lladapt.training.state import LoopState
 
@@ -59,9 +60,7 @@ def write_checkpoint(run: LoopState, step: int) -> Path | None:
     path = None
     rng = None
     if run.world > 1 and run.checkpoint_dir is not None:  # every process's, gathered to the main one
-        from accelerate.utils import gather_object
-
-        rng = {"ranks": gather_object([ckpt.rng_state()])}
+        rng = {"ranks": processes().gather(ckpt.rng_state())}
     if run.main and run.checkpoint_dir is not None:
         path = ckpt.save_checkpoint(run.checkpoint_dir, step, model=run.model, optimizer=run.optimizer,
                                     scaler=run.precision, scheduler=run.scheduler,
