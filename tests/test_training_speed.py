@@ -113,3 +113,43 @@ def test_bf16_on_the_cpu_holds_frozen_linear_weights_in_bf16_and_restores_the_fp
         assert p.dtype == torch.float32 and torch.equal(p, before[name]), name
     with Precision("no", torch.device("cpu")).frozen_weights_cast(model) as cast:
         assert cast == 0 and up.dtype == torch.float32
+
+
+def test_parked_tensors_come_back_bit_for_bit_and_the_callers_list_is_emptied():
+    tensors = [torch.randn(7, 5), torch.randn(3)]
+    expected = [t.clone() for t in tensors]
+    with precision_mod.parked(tensors) as originals:
+        assert tensors == []  # the caller's references are gone: the memory can be freed
+        back = originals()
+    assert all(torch.equal(a, b) and a.dtype == b.dtype for a, b in zip(back, expected, strict=True))
+
+
+def test_parked_tensors_stay_in_memory_when_no_file_can_be_written(monkeypatch):
+    import tempfile
+
+    def full(**_):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", full)
+    tensors = [torch.randn(4)]
+    expected = tensors[0].clone()
+    with precision_mod.parked(tensors) as originals:
+        assert torch.equal(originals()[0], expected)
+
+
+def test_a_bf16_run_holds_the_frozen_weights_in_bf16_for_every_step_then_restores_them():
+    from lladapt.config import TrainSection
+    from lladapt.training import train
+
+    model = tiny_trainable()
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    seen = []
+    up = model.model.layers[0].mlp.up_proj
+    up.register_forward_hook(lambda m, a, out: seen.append(m.weight.dtype))
+    settings = TrainSection(max_steps=3, batch_size=4, micro_batch_size=2, precision="bf16",
+                            progress="none", save_steps=0, warmup_steps=0)
+    train(model, random_examples(8, seed=1), settings, learning_rate=1e-3, pad_token_id=0, echo=lambda _: None)
+    assert seen == [torch.bfloat16] * 6  # 3 steps x 2 micro-batches
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            assert p.dtype == torch.float32 and torch.equal(p, before[name]), name

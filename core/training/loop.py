@@ -81,7 +81,9 @@ def train(
         trim_metrics(metrics, run.start_step - 1)  # the steps after the checkpoint are logged again
     model.train()
     run.start_clock(found.state if found is not None else None)
-    with StopSignals() as stop, Progress(
+    # a sharded base is gathered in bf16 by FSDP; else (CPU bf16) the frozen weights run in bf16
+    cast = contextlib.nullcontext() if run.sharded else run.precision.frozen_weights_cast(run.model)
+    with cast, StopSignals() as stop, Progress(
         settings.progress if run.main else "none", run.steps, echo=echo, metrics=metrics if run.main else None
     ) as progress, Tracking(run.accelerator, settings.report_to, run_config) as tracking:
         progress.advance(run.start_step - 1)
@@ -105,15 +107,12 @@ def _optimizer_step(run: LoopState, step: int) -> tuple[float, float]:
     settings, precision, optimizer = run.settings, run.precision, run.optimizer
     micro = [run.batches[g] for g in run.plan.micro_batches(step)]
     step_tokens = sum(run.n_labels[i] for idx in micro for i in idx)
-    # fp32 again for anything run between steps; a sharded base is gathered in bf16 by FSDP
-    cast = contextlib.nullcontext() if run.sharded else precision.frozen_weights_cast(run.model)
-    with cast:
-        loss_sum = backward_step(
-            run.model, precision, [[run.encoded[i] for i in idx] for idx in micro],
-            rank=run.accelerator.process_index, world=run.world,
-            pad_token_id=run.pad_token_id, pad_to_multiple_of=settings.pad_to_multiple_of,
-            normalization=settings.loss_normalization, lockstep=run.sharded,
-        )
+    loss_sum = backward_step(
+        run.model, precision, [[run.encoded[i] for i in idx] for idx in micro],
+        rank=run.accelerator.process_index, world=run.world,
+        pad_token_id=run.pad_token_id, pad_to_multiple_of=settings.pad_to_multiple_of,
+        normalization=settings.loss_normalization, lockstep=run.sharded,
+    )
     if run.world > 1:
         loss_sum = _all_reduce_grads(run.accelerator, run.params, loss_sum)
     precision.unscale(optimizer)

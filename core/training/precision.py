@@ -7,7 +7,7 @@ runs with different ``train.precision`` could not follow each other in one sessi
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -76,33 +76,28 @@ class Precision:
 
     @contextlib.contextmanager
     def frozen_weights_cast(self, model: torch.nn.Module) -> Iterator[int]:
-        """bf16 on the CPU: hold the frozen ``nn.Linear`` weights in bf16 for one optimizer step's
-        forward and backward passes (once per step), so that autocast does not cast them again at
-        every matmul of every micro-batch (it caches casts of
-        trainable leaves only; the profile showed ``aten::copy_`` at a quarter of the step). The
-        fp32 originals are kept and put back on exit. A weight shared with the input embedding
-        (a tied output head) is left alone: the embedding output, hence the residual stream,
-        stays fp32. Yields how many weights were cast (0 outside CPU bf16)."""
+        """bf16 on the CPU: hold the frozen ``nn.Linear`` weights in bf16 for the whole run, so
+        that autocast does not cast them again at every matmul of every micro-batch (it caches
+        casts of trainable leaves only; the profile showed ``aten::copy_`` at a quarter of the
+        step). The fp32 originals are parked in a temporary file meanwhile (:func:`parked`), so
+        the run holds 2 bytes per frozen weight instead of 4 + 2, and put back, bit for bit, on
+        exit. A weight shared with the input embedding (a tied output head) is left alone: the
+        embedding output, hence the residual stream, stays fp32. Yields how many weights were
+        cast (0 outside CPU bf16)."""
         import torch
 
         if self.dtype is not torch.bfloat16 or self.device.type != "cpu":
             yield 0
             return
-        get_embeddings = getattr(model, "get_input_embeddings", None)
-        embedding = get_embeddings() if callable(get_embeddings) else None
-        skip = {id(embedding.weight)} if embedding is not None else set()
-        originals: dict[int, tuple[torch.nn.Parameter, torch.Tensor]] = {}
-        for module in model.modules():
-            weight = getattr(module, "weight", None)
-            if (isinstance(module, torch.nn.Linear) and not weight.requires_grad
-                    and weight.dtype == torch.float32 and id(weight) not in skip | originals.keys()):
-                originals[id(weight)] = (weight, weight.data)
+        weights = _frozen_fp32_linear_weights(model)
+        with parked([w.data for w in weights]) as originals:
+            for weight in weights:
                 weight.data = weight.data.to(torch.bfloat16)
-        try:
-            yield len(originals)
-        finally:
-            for weight, data in originals.values():
-                weight.data = data
+            try:
+                yield len(weights)
+            finally:
+                for weight, data in zip(weights, originals(), strict=True):
+                    weight.data = data
 
     def backward(self, loss: torch.Tensor) -> None:
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
@@ -127,3 +122,54 @@ class Precision:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if self.scaler is not None and state:
             self.scaler.load_state_dict(state)
+
+
+def _frozen_fp32_linear_weights(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The fp32 weights of frozen ``nn.Linear`` layers, each once, less the input embedding's."""
+    import torch
+
+    get_embeddings = getattr(model, "get_input_embeddings", None)
+    embedding = get_embeddings() if callable(get_embeddings) else None
+    seen = {id(embedding.weight)} if embedding is not None else set()
+    found = []
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if (isinstance(module, torch.nn.Linear) and not weight.requires_grad
+                and weight.dtype == torch.float32 and id(weight) not in seen):
+            seen.add(id(weight))
+            found.append(weight)
+    return found
+
+
+@contextlib.contextmanager
+def parked(tensors: list[torch.Tensor]) -> Iterator[Callable[[], list[torch.Tensor]]]:
+    """Write CPU ``tensors`` to an unnamed temporary file (``TMPDIR``) and yield a function that
+    reads them back (new tensors, equal bit for bit); the caller drops its references meanwhile,
+    so their memory is freed. Where the file cannot be written (a full disk), the tensors stay in
+    memory and the function returns them."""
+    import tempfile
+
+    import numpy as np
+    import torch
+
+    try:
+        file = tempfile.TemporaryFile(prefix="lladapt-fp32-")  # noqa: SIM115 - closed by the with below
+        for tensor in tensors:
+            tensor.contiguous().numpy().tofile(file)
+        file.flush()
+    except OSError:
+        kept = list(tensors)
+        tensors.clear()
+        yield lambda: kept
+        return
+    shapes = [(t.shape, t.dtype, t.numel()) for t in tensors]
+    tensors.clear()
+
+    def read_back() -> list[torch.Tensor]:
+        file.seek(0)
+        numpy_dtype = {torch.float32: np.float32}
+        return [torch.from_numpy(np.fromfile(file, dtype=numpy_dtype[dtype], count=n)).view(shape)
+                for shape, dtype, n in shapes]
+
+    with file:
+        yield read_back

@@ -84,9 +84,14 @@ class BottleneckBranch:
         self.learn_scale = learn_scale
 
     def __call__(self, host: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        from lladapt.plugins.adapters import fused
+
         down: nn.Linear = host.adapter_down
+        scale = host.adapter_scaling if self.learn_scale else self.scale
+        if fused.enabled(host.adapter_dropout):
+            return fused.bottleneck_delta(x, down, host.adapter_up, host.adapter_dropout, self.act, scale)
         h = host.adapter_up(self.act(down(host.adapter_dropout(x.to(down.weight.dtype)))))
-        return h * (host.adapter_scaling if self.learn_scale else self.scale)
+        return h * scale
 
 
 class BottleneckAdapter(Adapter):

@@ -50,7 +50,11 @@ class LoraBranch:
     def __call__(self, host: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
         if self.merged:
             return None
+        from lladapt.plugins.adapters import fused
+
         a: nn.Linear = host.lora_A
+        if fused.enabled(host.lora_dropout):
+            return fused.lora_delta(x, a, host.lora_B, host.lora_dropout, self.scaling)
         return host.lora_B(a(host.lora_dropout(x.to(a.weight.dtype)))) * self.scaling
 
 
