@@ -76,12 +76,12 @@ def _run_lladapt(model: Any, tokenizer: Any, encoded: list[Any], args: argparse.
     settings = TrainSection(
         epochs=1, max_steps=args.steps, batch_size=16, micro_batch_size=4, warmup_steps=100,
         precision="bf16" if args.bf16 else args.lladapt_precision, progress="none", save_steps=0,
-        logging_steps=1,
+        logging_steps=1, compile=args.compile,
     )
     result = train(model, encoded, settings, learning_rate=3e-4, pad_token_id=tokenizer.pad_token_id,
                    echo=lambda _: None)
     return {"seconds": result.seconds, "tokens": result.real_tokens, "padded_share": result.padded_share,
-            "steps": result.steps, "losses": result.losses}
+            "steps": result.steps, "losses": result.losses, "compile_seconds": result.compile_seconds}
 
 
 def _run_trainer(model: Any, tokenizer: Any, encoded: list[Any], args: argparse.Namespace) -> dict[str, Any]:
@@ -167,7 +167,10 @@ def child(args: argparse.Namespace) -> None:
 
 def _side(side: str, args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--side", side, *argv]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    if args.no_fused:
+        env["LLADAPT_FUSED_ADAPTERS"] = "0"
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode or not lines:
         sys.stderr.write(proc.stderr[-4000:])
@@ -199,31 +202,76 @@ def _spread(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
+def _lladapt_bf16(args: argparse.Namespace) -> bool:
+    """Whether lladapt's side trains in bf16 (``auto`` resolves as the trainer does here)."""
+    from lladapt.training.precision import mixed_precision
+
+    return mixed_precision("bf16" if args.bf16 else args.lladapt_precision) == "bf16"
+
+
+def matmul_peaks(threads: int) -> dict[str, float]:
+    """This machine's fp32 and bf16 matmul peaks (GFLOP/s) at ``threads``, measured now
+    (``matmul_peak.py``): the denominators of MFU."""
+    import matmul_peak
+    import torch
+
+    torch.set_num_threads(threads)
+    return {d: max(matmul_peak.peak(d, 5).values()) for d in ("float32", "bfloat16")}
+
+
+def commit() -> str:
+    """The checked-out commit (``+dirty`` when tracked files differ from it)."""
+    def git(*a: str) -> str:
+        return subprocess.run(["git", *a], capture_output=True, text=True, cwd=HERE).stdout.strip()
+
+    return git("rev-parse", "HEAD") + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def _repeat(i: int, sides: tuple[str, ...], args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    """One repeat: each side in its own process, the order alternating between repeats."""
+    order = sides if i % 2 == 0 else sides[::-1]
+    pair: dict[str, Any] = {side: _side(side, args, argv) for side in order}
+    pair["order"] = list(order)
+    line = ", ".join(f"{side} {pair[side]['tokens_per_second']:.1f} tok/s ({pair[side]['peak_rss_mb']:.0f} MB, "
+                     f"{pair[side]['padded_share']:.1%} pad, compile {pair[side].get('compile_seconds', 0):.0f} s)"
+                     for side in sides)
+    if len(sides) == 2:
+        line += f": {pair['lladapt']['tokens_per_second'] / pair['trainer']['tokens_per_second']:.2f}x"
+    print(f"repeat {i + 1}: {line}", flush=True)
+    return pair
+
+
+def _summary(samples: list[dict[str, Any]], sides: tuple[str, ...], args: argparse.Namespace) -> dict[str, Any]:
+    """Median and range of each side's throughput, peak RSS and MFU (against this machine's
+    matmul peak in the side's precision, measured now), and the lladapt / Trainer ratios."""
+    peaks = matmul_peaks(args.threads)
+    summary: dict[str, Any] = {}
+    for side in sides:
+        precision = "bfloat16" if args.bf16 or (side == "lladapt" and _lladapt_bf16(args)) else "float32"
+        flops = samples[0][side]["flops_per_token"]
+        summary[side] = {
+            "tokens_per_second": _spread([s[side]["tokens_per_second"] for s in samples]),
+            "peak_rss_mb": _spread([s[side]["peak_rss_mb"] for s in samples]),
+            "padded_share": statistics.median(s[side]["padded_share"] for s in samples),
+            "matmul_peak_gflops": {"dtype": precision, "gflops": peaks[precision]},
+            "mfu": _spread([s[side]["tokens_per_second"] * flops / (peaks[precision] * 1e9) for s in samples]),
+        }
+    if len(sides) == 2:
+        summary["speed_ratio"] = _spread([s["lladapt"]["tokens_per_second"] / s["trainer"]["tokens_per_second"]
+                                          for s in samples])
+        summary["rss_ratio"] = _spread([s["lladapt"]["peak_rss_mb"] / s["trainer"]["peak_rss_mb"] for s in samples])
+    return summary
+
+
 def parent(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
-    samples: list[dict[str, Any]] = []
+    sides = tuple(args.sides.split(","))
     started = time.perf_counter()
-    for i in range(args.repeats):
-        order = SIDES if i % 2 == 0 else SIDES[::-1]
-        pair = {side: _side(side, args, argv) for side in order}
-        pair["order"] = list(order)
-        samples.append(pair)
-        ratio = pair["lladapt"]["tokens_per_second"] / pair["trainer"]["tokens_per_second"]
-        print(f"repeat {i + 1}: lladapt {pair['lladapt']['tokens_per_second']:.1f} tok/s "
-              f"({pair['lladapt']['peak_rss_mb']:.0f} MB, {pair['lladapt']['padded_share']:.1%} pad), "
-              f"trainer {pair['trainer']['tokens_per_second']:.1f} tok/s ({pair['trainer']['peak_rss_mb']:.0f} MB, "
-              f"{pair['trainer']['padded_share']:.1%} pad): {ratio:.2f}x", flush=True)
-    summary = {
-        side: {"tokens_per_second": _spread([s[side]["tokens_per_second"] for s in samples]),
-               "peak_rss_mb": _spread([s[side]["peak_rss_mb"] for s in samples]),
-               "padded_share": statistics.median(s[side]["padded_share"] for s in samples)}
-        for side in SIDES
-    }
-    summary["speed_ratio"] = _spread([s["lladapt"]["tokens_per_second"] / s["trainer"]["tokens_per_second"] for s in samples])
-    summary["rss_ratio"] = _spread([s["lladapt"]["peak_rss_mb"] / s["trainer"]["peak_rss_mb"] for s in samples])
-    return {"command": "python benchmarks/train_speed.py " + " ".join(argv),
+    samples = [_repeat(i, sides, args, argv) for i in range(args.repeats)]
+    return {"command": "python benchmarks/train_speed.py " + " ".join(argv), "commit": commit(),
             "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "machine": machine(),
-            "settings": {k: v for k, v in vars(args).items() if k != "side"}, "summary": summary,
-            "samples": samples, "seconds": round(time.perf_counter() - started, 1)}
+            "settings": {k: v for k, v in vars(args).items() if k != "side"},
+            "summary": _summary(samples, sides, args), "samples": samples,
+            "seconds": round(time.perf_counter() - started, 1)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -232,6 +280,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--adapter", choices=sorted(SETUP_FOR), default="lora")
     parser.add_argument("--bf16", action="store_true", help="like against like: Trainer bf16=True, lladapt precision bf16")
     parser.add_argument("--lladapt-precision", default="auto", help="lladapt's train.precision (default: auto)")
+    parser.add_argument("--compile", action="store_true", help="lladapt: train.compile true (compile time reported apart)")
+    parser.add_argument("--no-fused", action="store_true", help="lladapt: the eager adapter branches (LLADAPT_FUSED_ADAPTERS=0)")
+    parser.add_argument("--sides", default="lladapt,trainer", help="which sides to run (a lever table runs lladapt alone)")
     parser.add_argument("--steps", type=int, default=None, help="stop after this many optimizer steps")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
@@ -247,8 +298,12 @@ def main(argv: list[str] | None = None) -> None:
         return
     record = parent(args, argv)
     s = record["summary"]
-    print(f"lladapt / Trainer non-pad tokens/s: {s['speed_ratio']['median']:.2f}x "
-          f"({s['speed_ratio']['min']:.2f}-{s['speed_ratio']['max']:.2f}); peak RSS {s['rss_ratio']['median']:.2f}x")
+    if "speed_ratio" in s:
+        print(f"lladapt / Trainer non-pad tokens/s: {s['speed_ratio']['median']:.2f}x "
+              f"({s['speed_ratio']['min']:.2f}-{s['speed_ratio']['max']:.2f}); peak RSS {s['rss_ratio']['median']:.2f}x")
+    for side in args.sides.split(","):
+        print(f"{side}: MFU {s[side]['mfu']['median']:.1%} of the {s[side]['matmul_peak_gflops']['dtype']} "
+              f"matmul peak ({s[side]['matmul_peak_gflops']['gflops']:.0f} GFLOP/s)")
     name = f"{dt.date.today().isoformat()}-train-{args.adapter}{'-bf16' if args.bf16 else ''}{'-steps' + str(args.steps) if args.steps else ''}.json"
     out = args.out or HERE / "results" / name
     out.parent.mkdir(parents=True, exist_ok=True)

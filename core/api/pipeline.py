@@ -215,7 +215,7 @@ def _train(state: _Run) -> None:
         "examples": len(state.encoded), "validation_examples": len(state.val_encoded),
         "steps": trained.steps, "epochs": round(trained.epochs, 4), "first_loss": trained.first_loss,
         "final_loss": trained.final_loss, "seconds": round(trained.seconds, 2),
-        "padded_share": round(trained.padded_share, 4),
+        "padded_share": round(trained.padded_share, 4), "compile_seconds": round(trained.compile_seconds, 2),
         "val_loss": trained.val_losses[-1][1] if trained.val_losses else None,
         "best_step": trained.best_step, "resumed_from": trained.resumed_from,
     }

@@ -142,6 +142,10 @@ class TrainSection(Section):
     #: ``auto``: fp16 on a GPU (bf16 where supported); on the CPU bf16 where it is native (AVX-512 BF16 or AMX), else fp32.
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     gradient_checkpointing: bool = False
+    #: ``torch.compile`` the model (one warm-up pass compiles it before the clock starts; its
+    #: seconds are reported apart). ``auto``: on a CUDA GPU only (on the CPU compiling took longer
+    #: than it saved on the benchmark workload; docs/benchmarks.md).
+    compile: Literal["auto"] | bool = "auto"
     #: several processes: ``ddp`` (each holds the whole base model), ``fsdp`` (the frozen base is
     #: sharded, FSDP2), ``auto``: as ``accelerate launch`` says (``--use_fsdp``), else ``ddp``.
     distributed: Literal["auto", "ddp", "fsdp"] = "auto"

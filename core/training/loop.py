@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from lladapt.config import TrainSection
 from lladapt.data.tokenization import Encoded, collate_for_training
 from lladapt.training import checkpoints as ckpt
+from lladapt.training.compiling import compile_and_warm_up, wants_compile
 from lladapt.training.guards import StopSignals, check_finite, interrupted
 from lladapt.training.loss import chunked_summed_loss, label_tokens, scale, summed_loss
 from lladapt.training.plan import Plan, make_plan, total_steps
@@ -80,6 +81,9 @@ def train(
     if resume and run.main and metrics is not None:
         trim_metrics(metrics, run.start_step - 1)  # the steps after the checkpoint are logged again
     model.train()
+    if wants_compile(settings.compile, run.accelerator.device):
+        run.result.compile_seconds = _compile(run)
+        echo(f"compiled the model in {run.result.compile_seconds:.1f} s (train.compile)")
     run.start_clock(found.state if found is not None else None)
     # a sharded base is gathered in bf16 by FSDP; else (CPU bf16) the frozen weights run in bf16
     cast = contextlib.nullcontext() if run.sharded else run.precision.frozen_weights_cast(run.model)
@@ -96,6 +100,18 @@ def train(
                 tracking.log(record)
             _checkpoint_or_stop(run, step, stop)
     return _finish(run)
+
+
+def _compile(run: LoopState) -> float:
+    """``torch.compile`` the model, compiled by one pass over the first micro-batch."""
+    rows = [run.encoded[i] for i in run.batches[run.plan.micro_batches(run.start_step).start]]
+
+    def one_pass() -> None:
+        backward_step(run.model, run.precision, [rows], pad_token_id=run.pad_token_id,
+                      pad_to_multiple_of=run.settings.pad_to_multiple_of,
+                      normalization=run.settings.loss_normalization)
+
+    return compile_and_warm_up(run.model, run.params, one_pass)
 
 
 def _optimizer_step(run: LoopState, step: int) -> tuple[float, float]:

@@ -40,6 +40,9 @@ class TrainResult:
     #: non-pad tokens over every micro-batch trained on
     real_tokens: int = 0
     resumed_from: int | None = None
+    #: ``train.compile``: seconds spent compiling (a warm-up pass before the clock started;
+    #: not in ``seconds``)
+    compile_seconds: float = 0.0
 
     @property
     def first_loss(self) -> float | None:

@@ -33,8 +33,11 @@ __all__ = ["bottleneck_delta", "enabled", "keep_mask", "lora_delta"]
 
 
 def enabled(dropout: nn.Module) -> bool:
-    """Whether the fused path applies: switched on (the default), and the branch's dropout is
-    the stock ``nn.Dropout`` or none (a replaced dropout module keeps the eager path)."""
+    """Whether the fused path applies: switched on (the default), not under ``torch.compile``
+    (inductor fuses the eager modules itself, and ``random_`` would break its graph), and the
+    branch's dropout is the stock ``nn.Dropout`` or none (a replaced one keeps the eager path)."""
+    if torch.compiler.is_compiling():
+        return False
     return os.environ.get("LLADAPT_FUSED_ADAPTERS", "1") != "0" and type(dropout) in (nn.Dropout, nn.Identity)
 
 
