@@ -220,9 +220,14 @@ def matmul_peaks(threads: int) -> dict[str, float]:
 
 
 def commit() -> str:
-    """The checked-out commit (``+dirty`` when tracked files differ from it)."""
+    """The commit of the lladapt code measured: the git checkout that holds the imported
+    ``lladapt`` package (``+dirty`` when its tracked files differ from the commit)."""
+    import lladapt
+
+    where = Path(lladapt.__file__).resolve().parent
+
     def git(*a: str) -> str:
-        return subprocess.run(["git", *a], capture_output=True, text=True, cwd=HERE).stdout.strip()
+        return subprocess.run(["git", *a], capture_output=True, text=True, cwd=where).stdout.strip()
 
     return git("rev-parse", "HEAD") + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
