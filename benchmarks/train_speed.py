@@ -76,7 +76,7 @@ def _run_lladapt(model: Any, tokenizer: Any, encoded: list[Any], args: argparse.
     settings = TrainSection(
         epochs=1, max_steps=args.steps, batch_size=16, micro_batch_size=4, warmup_steps=100,
         precision="bf16" if args.bf16 else args.lladapt_precision, progress="none", save_steps=0,
-        logging_steps=1, compile=args.compile,
+        logging_steps=1, **({"compile": True} if args.compile else {}),
     )
     result = train(model, encoded, settings, learning_rate=3e-4, pad_token_id=tokenizer.pad_token_id,
                    echo=lambda _: None)

@@ -105,14 +105,15 @@ def test_bf16_on_the_cpu_holds_frozen_linear_weights_in_bf16_and_restores_the_fp
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     q = model.model.layers[0].self_attn.q_proj.weight  # trainable
     up = model.model.layers[0].mlp.up_proj.weight  # frozen
-    with Precision("bf16", torch.device("cpu")).frozen_weights_cast(model) as cast:
+    with Precision("bf16", torch.device("cpu")).frozen_weights_cast(model) as frozen:
+        cast = frozen.count
         assert cast == len([m for m in model.modules() if isinstance(m, torch.nn.Linear)]) - 4
         assert up.dtype == torch.bfloat16 and q.dtype == torch.float32
         assert model.get_input_embeddings().weight.dtype == torch.float32
     for name, p in model.named_parameters():
         assert p.dtype == torch.float32 and torch.equal(p, before[name]), name
-    with Precision("no", torch.device("cpu")).frozen_weights_cast(model) as cast:
-        assert cast == 0 and up.dtype == torch.float32
+    with Precision("no", torch.device("cpu")).frozen_weights_cast(model) as frozen:
+        assert frozen.count == 0 and up.dtype == torch.float32
 
 
 def test_parked_tensors_come_back_bit_for_bit_and_the_callers_list_is_emptied():
@@ -137,7 +138,7 @@ def test_parked_tensors_stay_in_memory_when_no_file_can_be_written(monkeypatch):
         assert torch.equal(originals()[0], expected)
 
 
-def test_a_bf16_run_holds_the_frozen_weights_in_bf16_for_every_step_then_restores_them():
+def test_a_bf16_run_holds_the_frozen_weights_in_bf16_for_every_step_then_restores_them(tmp_path):
     from lladapt.config import TrainSection
     from lladapt.training import train
 
@@ -146,10 +147,20 @@ def test_a_bf16_run_holds_the_frozen_weights_in_bf16_for_every_step_then_restore
     seen = []
     up = model.model.layers[0].mlp.up_proj
     up.register_forward_hook(lambda m, a, out: seen.append(m.weight.dtype))
+    saved = []
+
+    def save(path):  # a checkpoint's save callback sees the fp32 model, and can run it as such
+        saved.append(up.weight.dtype)
+        model(input_ids=torch.tensor([[1, 2, 3]]))
+        path.mkdir(parents=True, exist_ok=True)
+
     settings = TrainSection(max_steps=3, batch_size=4, micro_batch_size=2, precision="bf16",
-                            progress="none", save_steps=0, warmup_steps=0)
-    train(model, random_examples(8, seed=1), settings, learning_rate=1e-3, pad_token_id=0, echo=lambda _: None)
-    assert seen == [torch.bfloat16] * 6  # 3 steps x 2 micro-batches
+                            progress="none", save_steps=1, warmup_steps=0)
+    train(model, random_examples(8, seed=1), settings, learning_rate=1e-3, pad_token_id=0, echo=lambda _: None,
+          save=save, checkpoint_dir=tmp_path / "checkpoints")
+    assert saved == [torch.float32] * 2  # checkpoints after steps 1 and 2 (the last step's is the run's output)
+    seen = [dtype for dtype in seen if dtype == torch.bfloat16]  # the callbacks' forwards ran in fp32
+    assert len(seen) == 6  # 3 steps x 2 micro-batches, each in bf16
     for name, p in model.named_parameters():
         if not p.requires_grad:
             assert p.dtype == torch.float32 and torch.equal(p, before[name]), name

@@ -86,8 +86,8 @@ def train(
         echo(f"compiled the model in {run.result.compile_seconds:.1f} s (train.compile)")
     run.start_clock(found.state if found is not None else None)
     # a sharded base is gathered in bf16 by FSDP; else (CPU bf16) the frozen weights run in bf16
-    cast = contextlib.nullcontext() if run.sharded else run.precision.frozen_weights_cast(run.model)
-    with cast, StopSignals() as stop, Progress(
+    run.frozen = run.precision.frozen_weights_cast(run.model)
+    with run.frozen if not run.sharded else contextlib.nullcontext(), StopSignals() as stop, Progress(
         settings.progress if run.main else "none", run.steps, echo=echo, metrics=metrics if run.main else None
     ) as progress, Tracking(run.accelerator, settings.report_to, run_config) as tracking:
         progress.advance(run.start_step - 1)
@@ -183,7 +183,8 @@ def _checkpoint_or_stop(run: LoopState, step: int, stop: StopSignals) -> None:
     stopping = _stop_requested(run.accelerator, stop)
     save_steps = run.settings.save_steps
     if step < run.steps and (stopping or (save_steps and step % save_steps == 0)):
-        run.last_checkpoint = write_checkpoint(run, step)
+        with run.frozen.fp32():  # the caller's save callback sees the model as it was given
+            run.last_checkpoint = write_checkpoint(run, step)
     if stopping:
         raise interrupted(stop.name or "a signal", step, run.last_checkpoint or Path("(no checkpoint_dir)"))
 

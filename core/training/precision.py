@@ -74,30 +74,12 @@ class Precision:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
-    @contextlib.contextmanager
-    def frozen_weights_cast(self, model: torch.nn.Module) -> Iterator[int]:
-        """bf16 on the CPU: hold the frozen ``nn.Linear`` weights in bf16 for the whole run, so
-        that autocast does not cast them again at every matmul of every micro-batch (it caches
-        casts of trainable leaves only; the profile showed ``aten::copy_`` at a quarter of the
-        step). The fp32 originals are parked in a temporary file meanwhile (:func:`parked`), so
-        the run holds 2 bytes per frozen weight instead of 4 + 2, and put back, bit for bit, on
-        exit. A weight shared with the input embedding (a tied output head) is left alone: the
-        embedding output, hence the residual stream, stays fp32. Yields how many weights were
-        cast (0 outside CPU bf16)."""
+    def frozen_weights_cast(self, model: torch.nn.Module) -> FrozenInBf16:
+        """The run's frozen Linear weights in bf16 while it trains (:class:`FrozenInBf16`), on
+        the CPU under bf16 only (elsewhere a context that does nothing)."""
         import torch
 
-        if self.dtype is not torch.bfloat16 or self.device.type != "cpu":
-            yield 0
-            return
-        weights = _frozen_fp32_linear_weights(model)
-        with parked([w.data for w in weights]) as originals:
-            for weight in weights:
-                weight.data = weight.data.to(torch.bfloat16)
-            try:
-                yield len(weights)
-            finally:
-                for weight, data in zip(weights, originals(), strict=True):
-                    weight.data = data
+        return FrozenInBf16(model, active=self.dtype is torch.bfloat16 and self.device.type == "cpu")
 
     def backward(self, loss: torch.Tensor) -> None:
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
@@ -139,6 +121,64 @@ def _frozen_fp32_linear_weights(model: torch.nn.Module) -> list[torch.nn.Paramet
             seen.add(id(weight))
             found.append(weight)
     return found
+
+
+class FrozenInBf16:
+    """bf16 on the CPU: hold the frozen ``nn.Linear`` weights in bf16 for the whole run, so that
+    autocast does not cast them again at every matmul of every micro-batch (it caches casts of
+    trainable leaves only; the profile showed ``aten::copy_`` at a quarter of the step). The fp32
+    originals are parked in a temporary file meanwhile (:func:`parked`), so the run holds 2 bytes
+    per frozen weight instead of 4 (+ 2 while a step ran, in the per-step cast this replaced),
+    and put back, bit for bit, on exit and for a moment around anything run outside autocast
+    between steps (:meth:`fp32`: checkpoint writes, whose ``save`` callback is the caller's). A
+    weight shared with the input embedding (a tied output head) is left alone: the embedding
+    output, hence the residual stream, stays fp32. ``count``: how many weights are held in bf16
+    (0 when not active)."""
+
+    def __init__(self, model: torch.nn.Module, active: bool) -> None:
+        self.model, self.active = model, active
+        self.weights: list[torch.nn.Parameter] = []
+        self.count = 0
+        self._stack = contextlib.ExitStack()
+        self._originals: Callable[[], list[torch.Tensor]] | None = None
+
+    def __enter__(self) -> FrozenInBf16:
+        if self.active:
+            self.weights = _frozen_fp32_linear_weights(self.model)
+            self._originals = self._stack.enter_context(parked([w.data for w in self.weights]))
+            self._to_bf16()
+            self.count = len(self.weights)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self._originals is not None:
+                self._put_back()
+        finally:
+            self._stack.close()
+
+    def _to_bf16(self) -> None:
+        import torch
+
+        for weight in self.weights:
+            weight.data = weight.data.to(torch.bfloat16)
+
+    def _put_back(self) -> None:
+        for weight, data in zip(self.weights, self._originals(), strict=True):
+            weight.data = data
+
+    @contextlib.contextmanager
+    def fp32(self) -> Iterator[None]:
+        """The fp32 originals in the model for the duration (read back from the parking file),
+        bf16 again afterwards."""
+        if self._originals is None:
+            yield
+            return
+        self._put_back()
+        try:
+            yield
+        finally:
+            self._to_bf16()
 
 
 @contextlib.contextmanager

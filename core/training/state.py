@@ -99,6 +99,8 @@ class LoopState:
     run_config: Mapping[str, Any] | None
     #: the frozen base is sharded over the processes (:mod:`.sharding`)
     sharded: bool = False
+    #: the frozen weights held in bf16 for the run (CPU bf16; :class:`.precision.FrozenInBf16`)
+    frozen: Any = None
 
     result: TrainResult = field(default_factory=lambda: TrainResult(steps=0, epochs=0.0))
     #: the trainable tensors at the best validation loss (``keep_best``)
