@@ -179,7 +179,8 @@ def test_rows_that_finish_early_leave_the_batch_with_plain_generates_answers(sto
     calls = []
     real = decode.greedy_compacting
     monkeypatch.setattr(decode, "greedy_compacting", lambda *a, **k: calls.append(1) or real(*a, **k))
-    ours = run_entry(model, tokenizer, batch_size=8, max_new_tokens=40, merge=False)
+    ours = run_entry(model, tokenizer, batch_size=8, max_new_tokens=40, merge=False, continuous=False)
+    assert ours.generation_path == "compacting"
     counts = [p.generated_tokens for p in ours.predictions]
     assert calls and len(set(counts)) >= 3 and min(counts) < 40  # rows finished at different steps
     template = get_template("alpaca")

@@ -109,3 +109,27 @@ def test_loglik_on_a_dataset_without_choices_is_a_config_error(stories260k, tmp_
     with pytest.raises(ConfigError, match="dataset 'arith' supplies no answer choices"):
         evaluate(config | {"output_dir": str(tmp_path / "out")}, echo=lambda _: None)
     assert not (tmp_path / "out").exists()
+
+
+def test_shared_contexts_give_the_whole_pair_scores_with_each_prompt_computed_once(stories260k):
+    from lladapt.evaluation import loglik
+
+    loaded = stories(stories260k)
+    model, tokenizer = loaded.model.eval(), loaded.tokenizer
+    template = get_template("alpaca")
+    pairs = [(template.eval_prompt(ex), STORY_CHOICES[k]) for ex in EXAMPLES for k in ex.meta["keys"]]
+    pairs.append((template.eval_prompt(EXAMPLES[0]), "x"))  # a one-token continuation
+    tokens = []
+    handle = model.register_forward_pre_hook(lambda m, a, kw: tokens.append(kw["input_ids"].numel()),
+                                             with_kwargs=True)
+    try:
+        shared = loglik.continuation_logliks(model, tokenizer, pairs, batch_size=3)
+        shared_tokens, tokens[:] = sum(tokens), []
+        whole = loglik.whole_pair_logliks(model, tokenizer, pairs, batch_size=3)
+        whole_tokens = sum(tokens)
+    finally:
+        handle.remove()
+    assert [n for _, n in shared] == [n for _, n in whole]
+    for (a, _), (b, _) in zip(shared, whole, strict=True):
+        assert abs(a - b) <= 1e-4 * max(1.0, abs(b)), (a, b)
+    assert shared_tokens < whole_tokens / 2  # 7 prompts computed once, not once per choice (24 pairs)

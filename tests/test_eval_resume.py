@@ -45,6 +45,13 @@ def _count_generated(monkeypatch):
         return real(model, tokenizer, prompts, decoding)
 
     monkeypatch.setattr(runner, "generate_batch", counting)
+    real_stream = runner.generate_stream  # the continuous path (one process, greedy)
+
+    def counting_stream(model, tokenizer, prompts, decoding):
+        seen.extend(prompt for _, prompt in prompts)
+        return real_stream(model, tokenizer, prompts, decoding)
+
+    monkeypatch.setattr(runner, "generate_stream", counting_stream)
     return seen
 
 

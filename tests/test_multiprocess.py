@@ -204,8 +204,9 @@ def test_two_processes_share_an_evaluation_and_write_what_one_process_writes(sto
         return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
 
     def results(out: Path) -> list[dict]:
+        # one process runs the continuous batcher, two share length-sorted batches
         data = json.loads((out / "results.json").read_text())
-        return [{k: v for k, v in entry.items() if k != "seconds"} for entry in data["eval"]]
+        return [{k: v for k, v in entry.items() if k not in ("seconds", "generation_path")} for entry in data["eval"]]
 
     with pytest.raises(SystemExit) as exited:
         main(["eval", str(config(tmp_path / "one"))])
@@ -217,6 +218,9 @@ def test_two_processes_share_an_evaluation_and_write_what_one_process_writes(sto
     assert two.returncode == 0, two.stderr[-3000:]
     assert lines(tmp_path / "two") == one  # same lines, same order: batch by batch
     assert results(tmp_path / "two") == results(tmp_path / "one")
+    paths = [json.loads((tmp_path / run / "results.json").read_text())["eval"][0]["generation_path"]
+             for run in ("one", "two")]
+    assert paths == ["continuous", "compacting"]
 
     # an evaluation killed after 10 predictions, finished by two processes
     (tmp_path / "part").mkdir()

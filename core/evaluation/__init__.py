@@ -3,8 +3,9 @@ position ids from the mask, the model's own stop tokens), the template's respons
 answer parsing and scoring, log-likelihood scoring of multiple-choice sets, resumable prediction
 files, and the report over run folders. One module per job:
 
-- :mod:`.generation`: decoding settings and one batch of ``generate``
+- :mod:`.generation`: decoding settings, one batch of ``generate``, which path an entry takes
 - :mod:`.batching`: length-sorted batches
+- :mod:`.streaming`: every item through the continuous batcher (:mod:`.continuous`)
 - :mod:`.loglik`: continuation log-likelihoods of answer choices
 - :mod:`.scoring`: parse and score
 - :mod:`.store`: the resumable predictions file

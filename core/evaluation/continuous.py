@@ -243,6 +243,8 @@ class ContinuousBatcher:
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
                          **{self.cache_name: cache}, **self.extra)
         logits = out.logits[:, -1, :].to(dtype=torch.float32)
+        if all(row.sampling.greedy for row in rows):  # one argmax and one copy for the batch
+            return output_cache(out), logits.argmax(-1).tolist()
         return output_cache(out), [row.pick(logits[i]) for i, row in enumerate(rows)]
 
     def _admit(self, new: list[Row]) -> None:

@@ -36,6 +36,10 @@ class Decoding:
     #: greedy decoding that drops finished rows from the batch (:mod:`.decode`) where it gives
     #: ``generate``'s answers; else ``generate``.
     compact: bool = True
+    #: with ``compact``, one process and a model :mod:`.decode` can run: every item through one
+    #: continuous batcher (:mod:`.streaming`), a finished row's slot taken by the next prompt;
+    #: False keeps length-sorted batches. Cannot change an answer (not in :meth:`answer_settings`).
+    continuous: bool = True
 
     @classmethod
     def paper(cls, max_new_tokens: int, stop: Sequence[str] = ()) -> Decoding:
@@ -75,9 +79,8 @@ def stop_token_ids(model: Any, tokenizer: PreTrainedTokenizerBase) -> list[int]:
     return [int(eos)] if isinstance(eos, int) else [int(e) for e in eos]
 
 
-def generation_config(model: Any, tokenizer: PreTrainedTokenizerBase, decoding: Decoding) -> GenerationConfig:
-    """The model's generation config with greedy (or beam) decoding settings on top; the stop
-    tokens stay the model's own."""
+def _decoding_config(model: Any, decoding: Decoding) -> GenerationConfig:
+    """The model's generation config with ``decoding``'s greedy (or beam) settings on top."""
     from transformers import GenerationConfig
 
     base = getattr(model, "generation_config", None)
@@ -88,6 +91,13 @@ def generation_config(model: Any, tokenizer: PreTrainedTokenizerBase, decoding: 
         max_new_tokens=decoding.max_new_tokens, num_beams=decoding.num_beams,
         use_cache=decoding.use_cache, num_return_sequences=1, max_length=None,
     )
+    return config
+
+
+def generation_config(model: Any, tokenizer: PreTrainedTokenizerBase, decoding: Decoding) -> GenerationConfig:
+    """The model's generation config with greedy (or beam) decoding settings on top; the stop
+    tokens stay the model's own."""
+    config = _decoding_config(model, decoding)
     stops = stop_token_ids(model, tokenizer)
     config.eos_token_id = stops or None
     if config.pad_token_id is None:
@@ -95,6 +105,29 @@ def generation_config(model: Any, tokenizer: PreTrainedTokenizerBase, decoding: 
     if decoding.stop:
         config.stop_strings = list(decoding.stop)
     return config
+
+
+def generation_path(model: Any, decoding: Decoding) -> str:
+    """How the evaluator generates with ``decoding`` on ``model`` (in eval mode, merged or not):
+
+    - ``continuous``: every item through one continuous batcher (:mod:`.streaming`); needs
+      ``compact`` and ``continuous``, one process, and what :func:`.decode.can_compact` asks
+      (greedy, one beam, KV cache, a neutral generation config, transformers' own forward);
+      stop strings are checked by the batcher's rows;
+    - ``compacting``: length-sorted batches, finished rows dropped (:mod:`.decode`): the same
+      without ``continuous`` (or with several processes) and without stop strings;
+    - ``generate``: length-sorted batches through transformers' ``generate`` (beam search, prefix
+      and prompt tuning, stop strings outside the continuous path, ``compact`` off)."""
+    from lladapt.common.processes import processes
+    from lladapt.evaluation.decode import can_compact
+
+    if not decoding.compact or decoding.max_new_tokens < 1:
+        return "generate"
+    if not can_compact(model, _decoding_config(model, decoding)):  # stop strings left aside
+        return "generate"
+    if decoding.continuous and processes().world == 1:
+        return "continuous"
+    return "generate" if decoding.stop else "compacting"
 
 
 def model_device(model: torch.nn.Module) -> torch.device:

@@ -4,8 +4,15 @@ continuation of the prompt is most likely (optionally per continuation token). N
 no parsing: nothing goes unparsed.
 
 Each (prompt, continuation) pair is the prompt's token ids followed by the continuation's own
-token ids (no special tokens), so the prompt is tokenized the same way for every choice. Pairs of
-all items are batched by length (right padding: positions count from 0 in every row)."""
+token ids (no special tokens), so the prompt is tokenized the same way for every choice.
+
+Where the model's forward is transformers' own (a base model or module adapters), the prompt an
+item's choices share is computed once (:func:`shared_context_logliks`): a batch of distinct
+prompts, left padded, fills a KV cache and gives the log-probabilities of each choice's first
+token; the cache's rows are then repeated for each choice, and one more pass over the choices'
+remaining tokens (right padded) scores the rest. Only continuation positions reach the output
+head and the log-softmax. Else (prefix and prompt tuning, which rewrite the forward's arguments)
+each pair is scored whole, in length-sorted batches with right padding (:func:`whole_pair_logliks`)."""
 
 from __future__ import annotations
 
@@ -30,7 +37,85 @@ def continuation_logliks(
     model: Any, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[tuple[str, str]], batch_size: int
 ) -> list[tuple[float, int]]:
     """For each (prompt, continuation): the summed log-probability of the continuation's tokens
-    given what precedes them, and the number of those tokens."""
+    given what precedes them, and the number of those tokens. ``batch_size``: distinct prompts
+    per forward pass (shared path) or pairs per pass (whole-pair path)."""
+    from lladapt.common.hf_compat import cache_argument
+    from lladapt.evaluation.decode import _hf_model
+
+    hf = _hf_model(model)
+    if hf is not None and cache_argument(hf) is not None and hasattr(hf, "config"):
+        return shared_context_logliks(hf, tokenizer, pairs, batch_size)
+    return whole_pair_logliks(model, tokenizer, pairs, batch_size)
+
+
+def shared_context_logliks(
+    model: Any, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[tuple[str, str]], batch_size: int
+) -> list[tuple[float, int]]:
+    """:func:`continuation_logliks` with each distinct prompt computed once (module docstring)."""
+    contexts: dict[str, list[int]] = {}
+    for i, (prompt, _) in enumerate(pairs):
+        contexts.setdefault(prompt, []).append(i)
+    prompts = list(contexts)
+    context_ids = tokenizer(prompts)["input_ids"] if prompts else []
+    conts = [tokenizer(c, add_special_tokens=False)["input_ids"] for _, c in pairs]
+    out: list[tuple[float, int]] = [(0.0, 0)] * len(pairs)
+    for batch in length_sorted_batches(range(len(prompts)), [len(ids) for ids in context_ids], batch_size):
+        rows = [(p, i) for p in batch for i in contexts[prompts[p]]]
+        scores = _score_batch(model, tokenizer, [context_ids[p] for p in batch],
+                              [(batch.index(p), conts[i]) for p, i in rows])
+        for (_, i), score in zip(rows, scores, strict=True):
+            out[i] = score
+    return out
+
+
+def _score_batch(model: Any, tokenizer: PreTrainedTokenizerBase, contexts: Sequence[Sequence[int]],
+                 choices: Sequence[tuple[int, Sequence[int]]]) -> list[tuple[float, int]]:
+    """Summed log-probabilities of each ``(context row, continuation ids)`` of ``choices`` after
+    its context: the contexts in one left-padded pass, then the continuations' tokens after the
+    first in one right-padded pass over the cache, its rows repeated for each choice."""
+    import torch
+
+    from lladapt.common.hf_compat import cache_argument, forward_parameters, output_cache
+    from lladapt.evaluation.continuous import left_padded
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    device = model_device(model)
+    ids, mask = left_padded(contexts, pad, device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    name = cache_argument(model)
+    keep = {"logits_to_keep": 1} if "logits_to_keep" in forward_parameters(model) else {}
+    with torch.inference_mode():
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **keep)
+        first = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
+        rows = torch.tensor([row for row, _ in choices], device=device)
+        scores = [first[row, cont[0]] if cont else first.new_zeros(()) for row, cont in choices]
+        width = max(len(cont) for _, cont in choices) - 1
+        if width > 0:
+            cache = output_cache(out)
+            cache.batch_select_indices(rows)  # one cache row per choice
+            rest = torch.full((len(choices), width), pad, dtype=torch.long, device=device)
+            rest_mask = torch.zeros_like(rest)
+            for k, (_, cont) in enumerate(choices):
+                rest[k, : len(cont) - 1] = torch.tensor(cont[:-1], dtype=torch.long)
+                rest_mask[k, : len(cont) - 1] = 1
+            full_mask = torch.cat([mask[rows], rest_mask], dim=-1)
+            rest_positions = mask[rows].sum(-1, keepdim=True) + torch.arange(width, device=device)
+            logits = model(input_ids=rest, attention_mask=full_mask, position_ids=rest_positions,
+                           use_cache=True, **{name: cache}).logits.float()
+            logprobs = torch.log_softmax(logits, dim=-1)
+            for k, (_, cont) in enumerate(choices):
+                if len(cont) > 1:
+                    targets = torch.tensor(cont[1:], device=device)
+                    tail = logprobs[k, : len(cont) - 1].gather(1, targets[:, None]).sum()
+                    scores[k] = scores[k] + tail
+    return [(float(score), len(cont)) for score, (_, cont) in zip(scores, choices, strict=True)]
+
+
+def whole_pair_logliks(
+    model: Any, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[tuple[str, str]], batch_size: int
+) -> list[tuple[float, int]]:
+    """:func:`continuation_logliks` scoring each pair whole (right padding: positions count from
+    0 in every row)."""
     import torch
 
     encoded = [pair_ids(tokenizer, p, c) for p, c in pairs]

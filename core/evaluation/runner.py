@@ -1,28 +1,33 @@
 """Evaluating one dataset entry: prompts -> (resume) -> length-sorted batches -> generation or
-log-likelihood -> predictions appended as batches finish -> score. And the settings that make
-two evaluations comparable (what a resumed run must share with the interrupted one)."""
+log-likelihood -> predictions appended as batches finish -> score. Greedy generation on a model
+whose forward is transformers' own runs every item through one continuous batcher instead
+(:mod:`.streaming`; predictions appended as rows finish). And the settings that make two
+evaluations comparable (what a resumed run must share with the interrupted one)."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from lladapt.common.errors import ConfigError, ErrorItem
 from lladapt.common.processes import processes
 from lladapt.components.interfaces import AnswerParser, Dataset, Example, PromptTemplate
 from lladapt.evaluation.batching import length_sorted_batches
-from lladapt.evaluation.generation import Decoding, generate_batch
+from lladapt.evaluation.generation import Decoding, Generated, generate_batch, generation_path
 from lladapt.evaluation.loglik import continuation_logliks, pick
 from lladapt.evaluation.progress import NoProgress, Progress
 from lladapt.evaluation.scoring import Prediction, Score, judge
 from lladapt.evaluation.store import PredictionStore, prompt_hash
+from lladapt.evaluation.streaming import generate_stream
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedTokenizerBase
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -109,15 +114,17 @@ def _choices(entry: Entry, example: Example, index: int) -> list[tuple[str, str]
     return list(choices.items())
 
 
+def _record(template: PromptTemplate, prompt: str, index: int, generated: Generated) -> dict[str, Any]:
+    return {"index": index, "response": template.extract_response(prompt + generated.text),
+            "generated_tokens": generated.tokens}
+
+
 def _generate_records(
     model: Any, tokenizer: PreTrainedTokenizerBase, template: PromptTemplate, entry: Entry,
     prompts: Sequence[str], batch: Sequence[int], decoding: Decoding,
 ) -> list[dict[str, Any]]:
     generated = generate_batch(model, tokenizer, [prompts[i] for i in batch], decoding)
-    return [
-        {"index": i, "response": template.extract_response(prompts[i] + g.text), "generated_tokens": g.tokens}
-        for i, g in zip(batch, generated, strict=True)
-    ]
+    return [_record(template, prompts[i], i, g) for i, g in zip(batch, generated, strict=True)]
 
 
 def _loglik_records(
@@ -154,7 +161,9 @@ def evaluate_entry(
     Several processes (``accelerate launch``) share the batches round by round: in each round
     process ``r`` computes the round's ``r``-th batch, the main process appends the round's
     batches to the file in batch order, so the file and the score are those of one process
-    (the evaluator is batch-invariant: an item's answer does not depend on its batch)."""
+    (the evaluator is batch-invariant: an item's answer does not depend on its batch). One
+    process on the ``continuous`` path (:func:`.generation.generation_path`) appends the items
+    of each step that finished some."""
     procs = processes()
     progress = (progress or NoProgress()) if procs.main else NoProgress()
     started = time.perf_counter()
@@ -164,22 +173,13 @@ def evaluate_entry(
     done = procs.from_main(store.load(prompts) if store is not None and procs.main else {})
     records: dict[int, dict[str, Any]] = dict(done)
     pending = [i for i in range(len(examples)) if i not in done]
-    decoding = evaluation.decoding
-    lengths = [len(ids) for ids in tokenizer(prompts)["input_ids"]] if pending else []
-    batches = length_sorted_batches(pending, lengths, decoding.batch_size, sort=decoding.sort_by_length)
+    path = None if evaluation.scoring == "loglik" else generation_path(model, evaluation.decoding)
     progress.start(entry.label, len(examples), len(done),
                    sum(judge(entry.parser, r["response"], examples[i].answer)[1] for i, r in done.items()))
     try:
-        for first in range(0, len(batches), procs.world):
-            mine = batches[first + procs.rank] if first + procs.rank < len(batches) else []
-            batch_started = time.perf_counter()
-            if not mine:
-                new = []
-            elif evaluation.scoring == "loglik":
-                new = _loglik_records(model, tokenizer, entry, prompts, mine, evaluation)
-            else:
-                new = _generate_records(model, tokenizer, template, entry, prompts, mine, decoding)
-            _judge_batch(new, entry, prompts, time.perf_counter() - batch_started)
+        rounds = _rounds(model, tokenizer, template, entry, prompts, pending, evaluation, path)
+        for new, seconds in _timed(rounds):
+            _judge_batch(new, entry, prompts, seconds)
             for batch_records in procs.gather(new):  # in process order: the batches' order
                 records.update((record["index"], record) for record in batch_records)
                 if store is not None and procs.main and batch_records:
@@ -189,12 +189,52 @@ def evaluate_entry(
         progress.stop()
         if store is not None:
             store.close()
-    return _score(entry, records, done, started)
+    result = _score(entry, records, done, started)
+    result.generation_path = path
+    return result
+
+
+def _rounds(
+    model: Any, tokenizer: PreTrainedTokenizerBase, template: PromptTemplate, entry: Entry,
+    prompts: Sequence[str], pending: Sequence[int], evaluation: Evaluation, path: str | None,
+) -> Iterator[list[dict[str, Any]]]:
+    """This process's new records, one list a round: its batch of the round (empty when the
+    round has none for it), or on the ``continuous`` path the items each step finished."""
+    procs = processes()
+    decoding = evaluation.decoding
+    lengths = [len(ids) for ids in tokenizer(prompts)["input_ids"]] if pending else []
+    batches = length_sorted_batches(pending, lengths, decoding.batch_size, sort=decoding.sort_by_length)
+    if path == "continuous":
+        order = [(i, prompts[i]) for batch in batches for i in batch]  # longest first
+        for finished in generate_stream(model, tokenizer, order, decoding):
+            yield [_record(template, prompts[i], i, g) for i, g in finished]
+        return
+    for first in range(0, len(batches), procs.world):
+        mine = batches[first + procs.rank] if first + procs.rank < len(batches) else []
+        if not mine:
+            yield []
+        elif evaluation.scoring == "loglik":
+            yield _loglik_records(model, tokenizer, entry, prompts, mine, evaluation)
+        else:
+            yield _generate_records(model, tokenizer, template, entry, prompts, mine, decoding)
+
+
+def _timed(items: Iterable[T]) -> Iterator[tuple[T, float]]:
+    """Each of ``items`` with the seconds spent making it (not the time the caller spends
+    between two)."""
+    iterator = iter(items)
+    while True:
+        began = time.perf_counter()
+        try:
+            item = next(iterator)
+        except StopIteration:
+            return
+        yield item, time.perf_counter() - began
 
 
 def _judge_batch(new: list[dict[str, Any]], entry: Entry, prompts: Sequence[str], seconds: float) -> None:
-    """Parse and judge a batch's new records in place: each gets its prompt hash, answer,
-    prediction, verdict and share of the batch's ``seconds``."""
+    """Parse and judge a batch's (or a step's) new records in place: each gets its prompt hash,
+    answer, prediction, verdict and share of the ``seconds`` that computed them."""
     for record in new:
         ex = entry.examples[record["index"]]
         prediction, ok = judge(entry.parser, record["response"], ex.answer)

@@ -37,6 +37,9 @@ class Score:
     notes: dict[str, Any] = field(default_factory=dict)
     #: items computed in this call (the rest came from an earlier, interrupted run).
     computed: int = 0
+    #: how the responses were generated (:func:`lladapt.evaluation.generation.generation_path`:
+    #: ``continuous``, ``compacting`` or ``generate``); None for log-likelihood scoring.
+    generation_path: str | None = None
 
     @property
     def accuracy(self) -> float:
@@ -57,6 +60,8 @@ class Score:
             "seconds": round(self.seconds, 2),
             "generated_tokens": self.generated_tokens,
         })
+        if self.generation_path is not None:
+            out["generation_path"] = self.generation_path
         out.update(self.notes)
         return out
 

@@ -1,0 +1,113 @@
+"""Every item of an evaluation entry through one continuous batcher
+(:class:`.continuous.ContinuousBatcher`), where :func:`.generation.generation_path` says
+``continuous``: the prompts go in in the order given (the runner's: longest first), up to
+``decoding.batch_size`` rows run at once, and a finished row's slot goes to the next prompt at the
+next step, so no row waits for the slowest of a batch (length-sorted batches run until their
+slowest row ends). Each step is :mod:`.decode`'s greedy step, so a row gets the tokens it gets
+alone, and the same text and token count through :func:`.generation.finish`.
+
+Stop strings (``decoding.stop``): each row's streamer decodes the row's last few tokens (the
+prompt's included) after every token and ends the row when that token completed a stop string,
+as transformers' ``stop_strings`` criterion does in ``generate``; :func:`.generation.finish` cuts
+the text as on the batched path.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from lladapt.evaluation.continuous import ContinuousBatcher, Row
+from lladapt.evaluation.generation import (
+    Decoding,
+    Generated,
+    finish,
+    generation_config,
+    stop_token_ids,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from transformers import PreTrainedTokenizerBase
+
+__all__ = ["StopStrings", "generate_stream"]
+
+#: tokens decoded before the shortest window that can hold a stop string (one character a token
+#: at worst): a window's first token may decode differently (a leading space dropped, a byte of a
+#: character cut).
+MARGIN = 4
+
+
+class StopStrings:
+    """A row's streamer (transformers' ``put``/``end``): asks the row to stop (at once, by
+    :meth:`.continuous.Row.accept`) when the token just put completed one of ``stop``, i.e. a stop
+    string ends in that token's text. Only the last ``longest stop + MARGIN`` tokens are decoded;
+    they start in the prompt, so a stop string that begins in the prompt counts, as in
+    ``generate``."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, stop: Sequence[str], prompt_ids: Sequence[int]):
+        self.tokenizer = tokenizer
+        self.stop = tuple(s for s in stop if s)
+        self.look = max((len(s) for s in self.stop), default=0) + MARGIN
+        self.ids = list(prompt_ids[-self.look :])
+        self.row: Row | None = None
+
+    def put(self, value: Any) -> None:
+        self.ids += [int(t) for t in value.reshape(-1).tolist()]
+        del self.ids[: -(self.look + 1)]
+        if self.row is not None and self.completed():
+            self.row.stop("stop")
+
+    def end(self) -> None:
+        pass
+
+    def completed(self) -> bool:
+        """Whether a stop string ends in the last token's text."""
+        text = self.tokenizer.decode(self.ids)
+        found = [s for s in self.stop if s in text]
+        if not found:
+            return False
+        before = len(self.tokenizer.decode(self.ids[:-1]))
+        return any(text.rfind(s) + len(s) > before for s in found)
+
+
+def _row(tokenizer: PreTrainedTokenizerBase, prompt_ids: Sequence[int], decoding: Decoding,
+         stops: Sequence[int]) -> Row:
+    row = Row(prompt_ids, decoding.max_new_tokens, stop_ids=stops)
+    if any(decoding.stop):
+        watch = StopStrings(tokenizer, decoding.stop, prompt_ids)
+        row.streamer, watch.row = watch, row
+    return row
+
+
+def _generated(tokenizer: PreTrainedTokenizerBase, row: Row, stops: Sequence[int], decoding: Decoding) -> Generated:
+    if row.finish_reason == "error":
+        raise row.error if row.error is not None else RuntimeError("generation failed")
+    return finish(tokenizer, row.tokens, stops, decoding.stop)
+
+
+def generate_stream(
+    model: Any, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[tuple[int, str]], decoding: Decoding,
+) -> Iterator[list[tuple[int, Generated]]]:
+    """``(index, Generated)`` for each ``(index, prompt)`` of ``prompts`` as its row finishes: one
+    list after each step that finished some rows. ``model``: in eval mode, its adapter merged by
+    the caller where it can be (:func:`.runner.prepared`); a base model or a module adapter."""
+    from lladapt.evaluation.decode import _hf_model
+
+    stops = stop_token_ids(model, tokenizer)
+    pad = generation_config(model, tokenizer, decoding).pad_token_id
+    batcher = ContinuousBatcher(_hf_model(model), max_rows=decoding.batch_size, pad_id=pad or 0)
+    # each prompt's own ids: the unpadded row of the left-padded batch the batched path encodes
+    ids = tokenizer([prompt for _, prompt in prompts])["input_ids"] if prompts else []
+    waiting = deque(zip([index for index, _ in prompts], ids, strict=True))
+    running: list[tuple[int, Row]] = []
+    while waiting or running:
+        while waiting and len(running) < batcher.max_rows:  # a free slot takes the next prompt
+            index, prompt_ids = waiting.popleft()
+            running.append((index, _row(tokenizer, prompt_ids, decoding, stops)))
+            batcher.submit(running[-1][1])
+        batcher.step()
+        ended = [(index, row) for index, row in running if row.finished]
+        if ended:
+            running = [(index, row) for index, row in running if not row.finished]
+            yield [(index, _generated(tokenizer, row, stops, decoding)) for index, row in ended]
