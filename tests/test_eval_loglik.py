@@ -119,6 +119,11 @@ def test_shared_contexts_give_the_whole_pair_scores_with_each_prompt_computed_on
     template = get_template("alpaca")
     pairs = [(template.eval_prompt(ex), STORY_CHOICES[k]) for ex in EXAMPLES for k in ex.meta["keys"]]
     pairs.append((template.eval_prompt(EXAMPLES[0]), "x"))  # a one-token continuation
+    # choices that share their first tokens (one of them all of another's but the last)
+    extra = Example(instruction="Which answer?", answer="answer1", source="x#0")
+    pairs += [(template.eval_prompt(extra), text) for text in
+              ("the correct answer is answer1", "the correct answer is answer2", "the correct answer",
+               "the correct answer is answer12")]
     tokens = []
     handle = model.register_forward_pre_hook(lambda m, a, kw: tokens.append(kw["input_ids"].numel()),
                                              with_kwargs=True)
@@ -132,4 +137,4 @@ def test_shared_contexts_give_the_whole_pair_scores_with_each_prompt_computed_on
     assert [n for _, n in shared] == [n for _, n in whole]
     for (a, _), (b, _) in zip(shared, whole, strict=True):
         assert abs(a - b) <= 1e-4 * max(1.0, abs(b)), (a, b)
-    assert shared_tokens < whole_tokens / 2  # 7 prompts computed once, not once per choice (24 pairs)
+    assert shared_tokens < whole_tokens / 2  # 8 prompts computed once, not once per choice (29 pairs)

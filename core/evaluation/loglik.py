@@ -7,11 +7,13 @@ Each (prompt, continuation) pair is the prompt's token ids followed by the conti
 token ids (no special tokens), so the prompt is tokenized the same way for every choice.
 
 Where the model's forward is transformers' own (a base model or module adapters), the prompt an
-item's choices share is computed once (:func:`shared_context_logliks`): a batch of distinct
-prompts, left padded, fills a KV cache and gives the log-probabilities of each choice's first
-token; the cache's rows are then repeated for each choice, and one more pass over the choices'
-remaining tokens (right padded) scores the rest. Only continuation positions reach the output
-head and the log-softmax. Else (prefix and prompt tuning, which rewrite the forward's arguments)
+item's choices share is computed once (:func:`shared_context_logliks`), and so are the tokens
+its choices' texts begin with in common ("the correct answer is answer1" / "... answer2" differ
+in their last token): a batch of distinct prompts, each followed by that common start, left
+padded, fills a KV cache and gives the log-probabilities of the common tokens and of each
+choice's first own token; where choices have more tokens of their own, the cache's rows are
+repeated for each choice and one more pass over those (right padded) scores the rest. Only
+continuation positions reach the output head and the log-softmax. Else (prefix and prompt tuning, which rewrite the forward's arguments)
 each pair is scored whole, in length-sorted batches with right padding (:func:`whole_pair_logliks`)."""
 
 from __future__ import annotations
@@ -48,67 +50,100 @@ def continuation_logliks(
     return whole_pair_logliks(model, tokenizer, pairs, batch_size)
 
 
+def _common_prefix(conts: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens every continuation shares, leaving each at least one of its own
+    (choices such as "... answer1" / "... answer2" differ in their last token only)."""
+    if not conts or not all(conts):
+        return 0
+    n = 0
+    while n < min(len(c) for c in conts) - 1 and all(c[n] == conts[0][n] for c in conts):
+        n += 1
+    return n
+
+
 def shared_context_logliks(
     model: Any, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[tuple[str, str]], batch_size: int
 ) -> list[tuple[float, int]]:
-    """:func:`continuation_logliks` with each distinct prompt computed once (module docstring)."""
-    contexts: dict[str, list[int]] = {}
+    """:func:`continuation_logliks` with each distinct prompt, and the tokens its choices' texts
+    begin with in common, computed once (module docstring)."""
+    groups: dict[str, list[int]] = {}
     for i, (prompt, _) in enumerate(pairs):
-        contexts.setdefault(prompt, []).append(i)
-    prompts = list(contexts)
+        groups.setdefault(prompt, []).append(i)
+    prompts = list(groups)
     context_ids = tokenizer(prompts)["input_ids"] if prompts else []
     conts = [tokenizer(c, add_special_tokens=False)["input_ids"] for _, c in pairs]
+    shared = [_common_prefix([conts[i] for i in groups[p]]) for p in prompts]
+    contexts = [list(ids) + list(conts[groups[p][0]][:n]) for p, ids, n in zip(prompts, context_ids, shared, strict=True)]
     out: list[tuple[float, int]] = [(0.0, 0)] * len(pairs)
-    for batch in length_sorted_batches(range(len(prompts)), [len(ids) for ids in context_ids], batch_size):
-        rows = [(p, i) for p in batch for i in contexts[prompts[p]]]
-        scores = _score_batch(model, tokenizer, [context_ids[p] for p in batch],
-                              [(batch.index(p), conts[i]) for p, i in rows])
+    for batch in length_sorted_batches(range(len(prompts)), [len(ids) for ids in contexts], batch_size):
+        rows = [(p, i) for p in batch for i in groups[prompts[p]]]
+        scores = _score_batch(model, tokenizer, [contexts[p] for p in batch], [shared[p] for p in batch],
+                              [(batch.index(p), conts[i][shared[p]:]) for p, i in rows])
         for (_, i), score in zip(rows, scores, strict=True):
             out[i] = score
     return out
 
 
 def _score_batch(model: Any, tokenizer: PreTrainedTokenizerBase, contexts: Sequence[Sequence[int]],
-                 choices: Sequence[tuple[int, Sequence[int]]]) -> list[tuple[float, int]]:
-    """Summed log-probabilities of each ``(context row, continuation ids)`` of ``choices`` after
-    its context: the contexts in one left-padded pass, then the continuations' tokens after the
-    first in one right-padded pass over the cache, its rows repeated for each choice."""
+                 shared: Sequence[int], choices: Sequence[tuple[int, Sequence[int]]]) -> list[tuple[float, int]]:
+    """Summed log-probabilities of each ``(context row, own continuation ids)`` of ``choices``
+    after its context, whose last ``shared[row]`` tokens are the continuations' common start
+    (scored too): the contexts in one left-padded pass (only the last ``max(shared) + 1``
+    positions through the output head), then the choices' own tokens after the first in one
+    right-padded pass over the cache, its rows repeated for each choice."""
     import torch
 
-    from lladapt.common.hf_compat import cache_argument, forward_parameters, output_cache
+    from lladapt.common.hf_compat import forward_parameters, output_cache
     from lladapt.evaluation.continuous import left_padded
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = model_device(model)
     ids, mask = left_padded(contexts, pad, device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    name = cache_argument(model)
-    keep = {"logits_to_keep": 1} if "logits_to_keep" in forward_parameters(model) else {}
+    window = max(shared) + 1
+    keep = {"logits_to_keep": window} if "logits_to_keep" in forward_parameters(model) else {}
     with torch.inference_mode():
         out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **keep)
-        first = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
-        rows = torch.tensor([row for row, _ in choices], device=device)
-        scores = [first[row, cont[0]] if cont else first.new_zeros(()) for row, cont in choices]
-        width = max(len(cont) for _, cont in choices) - 1
-        if width > 0:
-            cache = output_cache(out)
-            cache.batch_select_indices(rows)  # one cache row per choice
-            rest = torch.full((len(choices), width), pad, dtype=torch.long, device=device)
-            rest_mask = torch.zeros_like(rest)
-            for k, (_, cont) in enumerate(choices):
-                rest[k, : len(cont) - 1] = torch.tensor(cont[:-1], dtype=torch.long)
-                rest_mask[k, : len(cont) - 1] = 1
-            full_mask = torch.cat([mask[rows], rest_mask], dim=-1)
-            rest_positions = mask[rows].sum(-1, keepdim=True) + torch.arange(width, device=device)
-            logits = model(input_ids=rest, attention_mask=full_mask, position_ids=rest_positions,
-                           use_cache=True, **{name: cache}).logits.float()
-            logprobs = torch.log_softmax(logits, dim=-1)
-            for k, (_, cont) in enumerate(choices):
-                if len(cont) > 1:
-                    targets = torch.tensor(cont[1:], device=device)
-                    tail = logprobs[k, : len(cont) - 1].gather(1, targets[:, None]).sum()
-                    scores[k] = scores[k] + tail
-    return [(float(score), len(cont)) for score, (_, cont) in zip(scores, choices, strict=True)]
+        last = torch.log_softmax(out.logits[:, -window:, :].float(), dim=-1)
+        common = [_tokens_logprob(last[r, window - 1 - n : window - 1], contexts[r][len(contexts[r]) - n :])
+                  if n else 0.0 for r, n in enumerate(shared)]
+        scores = [common[row] + float(last[row, -1, cont[0]]) if cont else 0.0 for row, cont in choices]
+        if max(len(cont) for _, cont in choices) > 1:
+            tails = _tails(model, output_cache(out), mask, choices, pad)
+            scores = [a + b for a, b in zip(scores, tails, strict=True)]
+    return [(score, shared[row] + len(cont)) for score, (row, cont) in zip(scores, choices, strict=True)]
+
+
+def _tokens_logprob(logprobs: Any, targets: Sequence[int]) -> float:
+    """Sum of ``logprobs[t, targets[t]]``."""
+    import torch
+
+    index = torch.tensor(list(targets), device=logprobs.device)[:, None]
+    return float(logprobs.gather(1, index).sum())
+
+
+def _tails(model: Any, cache: Any, mask: Any, choices: Sequence[tuple[int, Sequence[int]]], pad: int) -> list[float]:
+    """Log-probabilities of each choice's own tokens after its first, over the contexts' cache
+    (its rows repeated, one per choice; the choices right padded)."""
+    import torch
+
+    from lladapt.common.hf_compat import cache_argument
+
+    device = mask.device
+    rows = torch.tensor([row for row, _ in choices], device=device)
+    cache.batch_select_indices(rows)
+    width = max(len(cont) for _, cont in choices) - 1
+    rest = torch.full((len(choices), width), pad, dtype=torch.long, device=device)
+    rest_mask = torch.zeros_like(rest)
+    for k, (_, cont) in enumerate(choices):
+        rest[k, : len(cont) - 1] = torch.tensor(list(cont[:-1]), dtype=torch.long)
+        rest_mask[k, : len(cont) - 1] = 1
+    positions = mask[rows].sum(-1, keepdim=True) + torch.arange(width, device=device)
+    logits = model(input_ids=rest, attention_mask=torch.cat([mask[rows], rest_mask], dim=-1),
+                   position_ids=positions, use_cache=True, **{cache_argument(model): cache}).logits
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    return [_tokens_logprob(logprobs[k, : len(cont) - 1], cont[1:]) if len(cont) > 1 else 0.0
+            for k, (_, cont) in enumerate(choices)]
 
 
 def whole_pair_logliks(
