@@ -49,6 +49,8 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 #: ``--sets heldout``: the v1 paper's six math test sets, on the split held out of math_data.
 HELDOUT = ("addsub", "multiarith", "singleeq", "gsm8k", "aqua", "svamp")
 SIDES = ("plain", "lladapt")
@@ -214,8 +216,10 @@ def summarise(args, source, model, sets, runs, extra, merged) -> dict:
     plain, ours = runs["plain"][0][1]["responses"], runs["lladapt"][0][1]["responses"]
     differing = [key for key in plain if plain[key] != ours[key]]
     parameter = next(model.parameters())
+    from provenance import commit
+
     summary = {
-        "model": Path(source).name, "adapter": str(args.adapter) if args.adapter else None, "adapter_merged": merged,
+        "commit": commit(), "model": Path(source).name, "adapter": str(args.adapter) if args.adapter else None, "adapter_merged": merged,
         "sets": {s.label: len(s.examples) for s in sets}, "items": items, "max_new_tokens": args.max_new_tokens,
         "batch_size": args.batch_size, "threads": args.threads, "device": str(parameter.device),
         "dtype": str(parameter.dtype), "order": ",".join(args.order), "repeats": args.repeats,

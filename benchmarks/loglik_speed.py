@@ -104,8 +104,10 @@ def main() -> None:
     picks = {name: _picks(scores[name], items, keys) for name in sides}
     differ = [i for i, (a, b) in enumerate(zip(picks["lladapt"], picks["lm_eval"], strict=True)) if a != b]
     median = {name: statistics.median(v) for name, v in seconds.items()}
+    from provenance import commit
+
     result = {
-        "items": len(items), "pairs": sum(len(p) for p in items), "threads": args.threads,
+        "commit": commit(), "items": len(items), "pairs": sum(len(p) for p in items), "threads": args.threads,
         "batch_size": {"lladapt_prompts": args.batch_size, "lm_eval_pairs": lm.batch_size},
         "seconds": seconds, "median_seconds": median,
         "speedup_vs_lm_eval": round(median["lm_eval"] / median["lladapt"], 3),
