@@ -81,7 +81,8 @@ def _run_lladapt(model: Any, tokenizer: Any, encoded: list[Any], args: argparse.
     result = train(model, encoded, settings, learning_rate=3e-4, pad_token_id=tokenizer.pad_token_id,
                    echo=lambda _: None)
     return {"seconds": result.seconds, "tokens": result.real_tokens, "padded_share": result.padded_share,
-            "steps": result.steps, "losses": result.losses, "compile_seconds": result.compile_seconds}
+            "steps": result.steps, "losses": result.losses,
+            "compile_seconds": getattr(result, "compile_seconds", 0.0)}  # absent before issue 20
 
 
 def _run_trainer(model: Any, tokenizer: Any, encoded: list[Any], args: argparse.Namespace) -> dict[str, Any]:
@@ -219,19 +220,6 @@ def matmul_peaks(threads: int) -> dict[str, float]:
     return {d: max(matmul_peak.peak(d, 5).values()) for d in ("float32", "bfloat16")}
 
 
-def commit() -> str:
-    """The commit of the lladapt code measured: the git checkout that holds the imported
-    ``lladapt`` package (``+dirty`` when its tracked files differ from the commit)."""
-    import lladapt
-
-    where = Path(lladapt.__file__).resolve().parent
-
-    def git(*a: str) -> str:
-        return subprocess.run(["git", *a], capture_output=True, text=True, cwd=where).stdout.strip()
-
-    return git("rev-parse", "HEAD") + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
-
-
 def _repeat(i: int, sides: tuple[str, ...], args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     """One repeat: each side in its own process, the order alternating between repeats."""
     order = sides if i % 2 == 0 else sides[::-1]
@@ -272,6 +260,8 @@ def parent(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     sides = tuple(args.sides.split(","))
     started = time.perf_counter()
     samples = [_repeat(i, sides, args, argv) for i in range(args.repeats)]
+    from provenance import commit
+
     return {"command": "python benchmarks/train_speed.py " + " ".join(argv), "commit": commit(),
             "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "machine": machine(),
             "settings": {k: v for k, v in vars(args).items() if k != "side"},
