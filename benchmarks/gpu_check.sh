@@ -2,9 +2,10 @@
 # The prepared GPU check (issue 18): run as ONE short call on a lent GPU machine, from the
 # repository root, and paste its output into docs/benchmarks.md ("The GPU path").
 #   bash benchmarks/gpu_check.sh [OUT_DIR]
-# 1. the environment (GPU, torch, CUDA); 2. bf16 LoRA and 4-bit QLoRA training of SmolLM2-135M
-# (benchmarks/gpu_train.py: tokens/s, peak GPU memory, losses); 3. an evaluation on the GPU;
-# 4. the CUDA-marked tests; 5. the FSDP and multi-process tests on every GPU there is.
+# 1. the environment (GPU, torch, CUDA); 2. bf16 LoRA (eager and train.compile) and 4-bit QLoRA
+# training of SmolLM2-135M (benchmarks/gpu_train.py: tokens/s, compile seconds, peak GPU memory,
+# losses); 3. an evaluation on the GPU; 4. evaluation speed against plain generate; 5. the
+# CUDA-marked tests; 6. the FSDP and multi-process tests on every GPU there is.
 set -uo pipefail
 out=${1:-${OUT:-/tmp/gpu-check}}
 mkdir -p "$out"
@@ -22,6 +23,8 @@ c = quickstart_config(); c.pop('data', None); c.pop('adapter', None); c.pop('pla
 c['output_dir'] = '$out/eval'; c['eval'] = {'datasets': [{'name': 'arith', 'limit': 32}], 'batch_size': 16}
 json.dump(c, open('$out/eval.json', 'w'))"
   timeout 120 "$py" -m lladapt.cli eval "$out/eval.json" 2>&1 | tail -8
+  echo "== evaluation speed (issue 20: continuous batching against plain generate, 60 held-out math items)"
+  timeout 300 "$py" benchmarks/eval_speed.py --sets heldout --items 10 --batch-size 16 --paper-items 0 --device cuda --out "$out/eval-speed.json" 2>&1 | tail -25
   echo "== GPU tests"; timeout 300 "$py" -m pytest -q -p no:cacheprovider -m gpu tests 2>&1 | tail -5
   echo "== FSDP and multi-process tests"; timeout 600 "$py" -m pytest -q -p no:cacheprovider tests/test_fsdp.py tests/test_multiprocess.py 2>&1 | tail -5
 } 2>&1 | tee "$out/gpu-check.log"

@@ -39,7 +39,7 @@ def dequantized_folder(target: Path) -> Path:
     return target
 
 
-def config(model_dir: Path, out: Path, steps: int, quantized: bool) -> dict:
+def config(model_dir: Path, out: Path, steps: int, quantized: bool, compile_model: bool | str = "auto") -> dict:
     model: dict = {"source": str(model_dir), "dtype": "bfloat16"}
     if quantized:
         model["quantization"] = {"bits": 4, "quant_type": "nf4", "compute_dtype": "bfloat16"}
@@ -49,7 +49,7 @@ def config(model_dir: Path, out: Path, steps: int, quantized: bool) -> dict:
         "data": {"train": [{"name": "arith", "split": "train", "limit": steps * 16}], "cutoff_len": 256},
         "train": {"max_steps": steps, "batch_size": 16, "micro_batch_size": 16, "learning_rate": 3e-4,
                   "warmup_steps": 5, "logging_steps": 1, "save_steps": 0, "precision": "bf16",
-                  "pad_to_multiple_of": 8, "progress": "plain"},
+                  "pad_to_multiple_of": 8, "progress": "plain", "compile": compile_model},
         "output_dir": str(out),
     }
 
@@ -67,7 +67,8 @@ def measure(setup: str, cfg: dict) -> dict:
     return {
         "setup": setup, "steps": results["train"]["steps"],
         "tokens_per_second": round(statistics.median(speeds), 1) if speeds else None,
-        "seconds": results["train"]["seconds"], "peak_gpu_memory_mb": round(peak, 1),
+        "seconds": results["train"]["seconds"], "compile_seconds": results["train"].get("compile_seconds"),
+        "peak_gpu_memory_mb": round(peak, 1),
         "first_loss": results["train"]["first_loss"], "final_loss": results["train"]["final_loss"],
         "gpu": torch.cuda.get_device_name(),
     }
@@ -86,8 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = dequantized_folder(Path(tmp) / "smollm2")
-        for setup, quantized in (("lora-bf16", False), ("qlora-nf4", True)):
-            row = measure(setup, config(model_dir, Path(tmp) / setup, args.steps, quantized))
+        for setup, quantized, compiled in (("lora-bf16", False, False), ("lora-bf16-compiled", False, True),
+                                           ("qlora-nf4", True, False)):
+            row = measure(setup, config(model_dir, Path(tmp) / setup, args.steps, quantized, compiled))
             print(json.dumps(row), flush=True)
             rows.append(row)
     if args.out:
