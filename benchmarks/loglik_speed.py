@@ -62,11 +62,14 @@ def _lm_eval(lm, items):
 
 
 def _picks(scores, items, keys):
+    """Each item's choice with the highest summed score, ties to the first: the evaluator's own
+    rule (:func:`lladapt.evaluation.loglik.pick`)."""
+    from lladapt.evaluation.loglik import pick
+
     picks, at = [], 0
     for pairs, names in zip(items, keys, strict=True):
-        mine = scores[at : at + len(pairs)]
+        picks.append(names[pick([(s, 1) for s in scores[at : at + len(pairs)]], normalize=False)])
         at += len(pairs)
-        picks.append(names[max(range(len(mine)), key=lambda i: (mine[i], -i))])
     return picks
 
 
