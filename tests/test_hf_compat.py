@@ -140,3 +140,50 @@ def test_our_checkpointing_calls_trip_no_deprecation_warning():
         assert hf_compat.activation_checkpointing(model) is False
         assert hf_compat.enable_activation_checkpointing(model)
         assert hf_compat.activation_checkpointing(model) is True
+
+
+def _prefilled(config, rows, length, fill):
+    """A just-prefilled ``DynamicCache``: ``rows`` rows of ``length`` columns, row i valued fill + i."""
+    from transformers import DynamicCache
+
+    heads, dim = config.num_key_value_heads, config.hidden_size // config.num_attention_heads
+    cache = DynamicCache(config=config)
+    for index in range(config.num_hidden_layers):
+        keys = torch.stack([torch.full((heads, length, dim), fill + i + 0.5 * index) for i in range(rows)])
+        cache.update(keys, -keys, index)
+    return cache
+
+
+def _window(cache, row):
+    """Row ``row``'s keys on layer 0 over the window (what attention reads), one value per column."""
+    return cache.keys[0][row, 0, cache.start : cache.end, 0].tolist()
+
+
+def test_row_cache_writes_each_step_in_place_and_moves_only_the_rows_it_must():
+    config = tiny_model("llama").config
+    cache = hf_compat.RowCache(config, rows=4)
+    cache.add(_prefilled(config, 2, 3, fill=10.0))  # rows 10 and 11, 3 columns
+    cache.add(_prefilled(config, 1, 5, fill=20.0))  # a longer row: the window widens on the left
+    assert (cache.n, cache.width) == (3, 5)
+    assert _window(cache, 2) == [20.0] * 5 and _window(cache, 0)[-3:] == [10.0] * 3
+    buffer = cache.keys[0].data_ptr()
+    heads, dim = config.num_key_value_heads, config.hidden_size // config.num_attention_heads
+    for step in range(3):  # decode steps: one column each, written in place
+        cache.reserve(1)
+        for index, layer in enumerate(cache.cache.layers):
+            new = torch.full((3, heads, 1, dim), 100.0 + step)
+            keys, values = layer.update(new, -new, index)
+            assert keys.shape[-2] == cache.width + 1 and torch.equal(values, -keys)
+        cache.advance(1)
+    assert cache.keys[0].data_ptr() == buffer  # no copy of the cache while it had room
+    assert cache.cache.get_seq_length() == 8
+    assert _window(cache, 1) == [0.0, 0.0, 11.0, 11.0, 11.0, 100.0, 101.0, 102.0]
+    assert cache.keep([1, 2]) == [2, 1]  # the last row fills the freed slot 0; row 1 stays
+    assert cache.n == 2 and _window(cache, 0)[:5] == [20.0] * 5 and _window(cache, 1)[2] == 11.0
+    cache.drop_left(2)
+    assert cache.width == 6 and _window(cache, 1)[0] == 11.0
+    cache.add(_prefilled(config, 1, 40, fill=30.0))  # no room on the left: the window moves
+    assert cache.width == 40 and cache.n == 3
+    assert _window(cache, 0)[-6:] == [20.0, 20.0, 20.0, 100.0, 101.0, 102.0]
+    assert _window(cache, 2) == [30.0] * 40
+    assert cache.keep([]) == [] and cache.width == 0

@@ -2,11 +2,12 @@
 KV cache, where new rows join between two steps instead of waiting for the batch to finish.
 
 Each :meth:`ContinuousBatcher.step` (1) drops rows that were asked to stop (a client gone), (2)
-prefills the rows waiting (one left-padded batch, as the evaluator does) and merges their KV cache
-into the running one (``hf_compat.cache_concat_rows``: the shorter side padded on the left and
-masked), (3) runs one decode step for every running row and (4) drops the rows that finished,
-from the batch and the cache (``Cache.batch_select_indices``), and the columns that are padding
-in every row left.
+prefills the rows waiting (one left-padded batch, as the evaluator does) and copies their KV cache
+into the running one (``hf_compat.RowCache``: preallocated slots, the shorter side masked on the
+left), (3) runs one decode step for every running row, its keys written in place, and (4) drops
+the rows that finished (the last rows move into their slots) and the columns that are padding in
+every row left. Only new rows and moved rows are copied, never the whole cache: transformers'
+``DynamicCache`` copies it at every step.
 
 Each step is :mod:`.decode`'s greedy step (the new token, the whole attention mask, position ids
 counted from the mask, ``logits_to_keep=1``, float32 logits), so a greedy row gets the tokens it
@@ -29,18 +30,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from lladapt.common.hf_compat import (
-    cache_argument,
-    cache_concat_rows,
-    cache_drop_left,
-    forward_parameters,
-    output_cache,
-)
+from lladapt.common.hf_compat import RowCache, cache_argument, forward_parameters, output_cache
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["ContinuousBatcher", "Row", "Sampling", "left_padded"]
+__all__ = ["ContinuousBatcher", "Row", "Sampling", "left_padded", "positions"]
 
 
 @dataclass(frozen=True)
@@ -177,6 +172,12 @@ def left_padded(prompts: Sequence[Sequence[int]], pad_id: int, device: Any) -> t
     return ids.to(device), mask.to(device)
 
 
+def positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids of a left-padded batch, counted from each row's first real token (0 on the
+    padding), as ``generate`` counts them."""
+    return (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+
+
 class ContinuousBatcher:
     """Rows in, tokens out, one step at a time (see the module's docstring). ``model`` is a
     transformers causal LM (hooks on its modules allowed). Not thread-safe except
@@ -252,8 +253,7 @@ class ContinuousBatcher:
         from transformers import DynamicCache
 
         ids, mask = left_padded([row.prompt_ids for row in new], self.pad_id, self.device)
-        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
-        cache, tokens = self._forward(ids, mask, positions, DynamicCache(config=self.model.config), new)
+        cache, tokens = self._forward(ids, mask, positions(mask), DynamicCache(config=self.model.config), new)
         live = [i for i, (row, token) in enumerate(zip(new, tokens, strict=True)) if not row.accept(token)]
         if not live:
             return
@@ -261,12 +261,14 @@ class ContinuousBatcher:
         if len(live) < len(new):
             cache.batch_select_indices(index)
         mask, last = mask[index], torch.tensor(tokens, device=self.device)[index]
+        if self._cache is None:
+            self._cache = RowCache(self.model.config, self.max_rows)
+        self._cache.add(cache)
         if not self.rows:
-            self._cache, self._mask, self._last = cache, mask, last
+            self._mask, self._last = mask, last
         else:
-            width = max(self._mask.shape[1], mask.shape[1])
+            width = self._cache.width
             pad = torch.nn.functional.pad
-            self._cache = cache_concat_rows(self._cache, cache)
             self._mask = torch.cat([pad(self._mask, (width - self._mask.shape[1], 0)),
                                     pad(mask, (width - mask.shape[1], 0))])
             self._last = torch.cat([self._last, last])
@@ -276,8 +278,10 @@ class ContinuousBatcher:
         import torch
 
         mask = torch.cat([self._mask, self._mask.new_ones((self._mask.shape[0], 1))], dim=-1)
-        positions = self._mask.sum(-1, keepdim=True)
-        self._cache, tokens = self._forward(self._last[:, None], mask, positions, self._cache, self.rows)
+        self._cache.reserve(1)
+        _, tokens = self._forward(self._last[:, None], mask, self._mask.sum(-1, keepdim=True),
+                                  self._cache.cache, self.rows)
+        self._cache.advance(1)
         self._mask, self._last = mask, torch.tensor(tokens, device=self.device)
         self._keep([i for i, (row, token) in enumerate(zip(self.rows, tokens, strict=True))
                     if not row.accept(token)])
@@ -295,11 +299,11 @@ class ContinuousBatcher:
         if not live:
             self.rows, self._cache, self._mask, self._last = [], None, None, None
             return
-        index = torch.tensor(live, device=self.device)
-        self._cache.batch_select_indices(index)
-        self.rows = [self.rows[i] for i in live]
+        order = self._cache.keep(live)
+        index = torch.tensor(order, device=self.device)
+        self.rows = [self.rows[i] for i in order]
         self._mask, self._last = self._mask[index], self._last[index]
         empty = int((self._mask.sum(0) == 0).long().cumprod(0).sum())
         if empty:
-            cache_drop_left(self._cache, empty)
+            self._cache.drop_left(empty)
             self._mask = self._mask[:, empty:]

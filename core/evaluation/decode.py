@@ -67,6 +67,8 @@ def greedy_compacting(
     import torch
     from transformers import DynamicCache
 
+    from lladapt.evaluation.continuous import positions as mask_positions
+
     hf = _hf_model(model)
     cache_name = cache_argument(hf)
     extra = {"logits_to_keep": 1} if "logits_to_keep" in forward_parameters(hf) else {}
@@ -74,7 +76,7 @@ def greedy_compacting(
     rows = torch.arange(input_ids.shape[0], device=input_ids.device)  # original row of each live row
     out: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
     mask = attention_mask.long()
-    positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+    positions = mask_positions(mask)
     step_ids = input_ids
     cache = DynamicCache(config=hf.config)
     with torch.inference_mode():

@@ -94,16 +94,15 @@ def _score_batch(model: Any, tokenizer: PreTrainedTokenizerBase, contexts: Seque
     import torch
 
     from lladapt.common.hf_compat import forward_parameters, output_cache
-    from lladapt.evaluation.continuous import left_padded
+    from lladapt.evaluation.continuous import left_padded, positions
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = model_device(model)
     ids, mask = left_padded(contexts, pad, device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
     window = max(shared) + 1
     keep = {"logits_to_keep": window} if "logits_to_keep" in forward_parameters(model) else {}
     with torch.inference_mode():
-        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **keep)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask), use_cache=True, **keep)
         last = torch.log_softmax(out.logits[:, -window:, :].float(), dim=-1)
         common = [_tokens_logprob(last[r, window - 1 - n : window - 1], contexts[r][len(contexts[r]) - n :])
                   if n else 0.0 for r, n in enumerate(shared)]
