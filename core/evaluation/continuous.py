@@ -31,11 +31,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lladapt.common.hf_compat import RowCache, cache_argument, forward_parameters, output_cache
+from lladapt.evaluation.decode import positions
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["ContinuousBatcher", "Row", "Sampling", "left_padded", "positions"]
+__all__ = ["ContinuousBatcher", "Row", "Sampling", "left_padded"]
 
 
 @dataclass(frozen=True)
@@ -170,12 +171,6 @@ def left_padded(prompts: Sequence[Sequence[int]], pad_id: int, device: Any) -> t
             ids[i, width - len(prompt):] = torch.tensor(prompt)
             mask[i, width - len(prompt):] = 1
     return ids.to(device), mask.to(device)
-
-
-def positions(mask: torch.Tensor) -> torch.Tensor:
-    """Position ids of a left-padded batch, counted from each row's first real token (0 on the
-    padding), as ``generate`` counts them."""
-    return (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
 
 
 class ContinuousBatcher:

@@ -41,6 +41,12 @@ _NEUTRAL: dict[str, tuple[Any, ...]] = {
 }
 
 
+def positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids of a left-padded batch, counted from each row's first real token (0 on the
+    padding), as ``generate`` counts them."""
+    return (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+
+
 def _hf_model(model: Any) -> Any:
     """The transformers model under an lladapt ``AdaptedModel`` (module adapters only)."""
     adapter = getattr(model, "adapter", None)
@@ -67,8 +73,6 @@ def greedy_compacting(
     import torch
     from transformers import DynamicCache
 
-    from lladapt.evaluation.continuous import positions as mask_positions
-
     hf = _hf_model(model)
     cache_name = cache_argument(hf)
     extra = {"logits_to_keep": 1} if "logits_to_keep" in forward_parameters(hf) else {}
@@ -76,12 +80,12 @@ def greedy_compacting(
     rows = torch.arange(input_ids.shape[0], device=input_ids.device)  # original row of each live row
     out: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
     mask = attention_mask.long()
-    positions = mask_positions(mask)
+    position_ids = positions(mask)
     step_ids = input_ids
     cache = DynamicCache(config=hf.config)
     with torch.inference_mode():
         for step in range(max_new_tokens):
-            outputs = hf(input_ids=step_ids, attention_mask=mask, position_ids=positions,
+            outputs = hf(input_ids=step_ids, attention_mask=mask, position_ids=position_ids,
                          use_cache=True, **{cache_name: cache}, **extra)
             cache = output_cache(outputs)
             tokens = outputs.logits[:, -1, :].to(dtype=torch.float32).argmax(dim=-1)
@@ -95,8 +99,8 @@ def greedy_compacting(
             if not bool(live.all()):
                 keep = live.nonzero().squeeze(-1)
                 cache.batch_select_indices(keep)
-                rows, tokens, mask, positions = rows[keep], tokens[keep], mask[keep], positions[keep]
+                rows, tokens, mask, position_ids = rows[keep], tokens[keep], mask[keep], position_ids[keep]
             mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
-            positions = positions[:, -1:] + 1
+            position_ids = position_ids[:, -1:] + 1
             step_ids = tokens[:, None]
     return out

@@ -94,7 +94,8 @@ def _score_batch(model: Any, tokenizer: PreTrainedTokenizerBase, contexts: Seque
     import torch
 
     from lladapt.common.hf_compat import forward_parameters, output_cache
-    from lladapt.evaluation.continuous import left_padded, positions
+    from lladapt.evaluation.continuous import left_padded
+    from lladapt.evaluation.decode import positions
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = model_device(model)
