@@ -2,7 +2,9 @@
 results file named in ``benchmarks/results/current.json`` records the commit it measured, and that
 commit must include the last change to the code the figures depend on (the training loop, the
 precision code, the adapter branches). Change that code and this fails until the benchmark is
-rerun (``benchmarks/README.md`` says how) and the file replaced."""
+rerun (``benchmarks/README.md`` says how) and the file replaced, unless the manifest's group
+declares the commit ``neutral`` with the reason (a change that runs no code differently: a move, a
+rename), for a reviewer to check."""
 
 from __future__ import annotations
 
@@ -32,6 +34,10 @@ def _entries() -> list[tuple[str, list[str], str]]:
     return [(group, spec["measures"], name) for group, spec in manifest.items() for name in spec["results"]]
 
 
+def _neutral(group: str) -> dict[str, str]:
+    return json.loads(MANIFEST.read_text())[group].get("neutral", {})
+
+
 @pytest.mark.parametrize(("group", "measures", "name"), _entries())
 def test_current_results_were_measured_on_the_latest_measured_code(group, measures, name):
     _history_or_skip()
@@ -42,11 +48,22 @@ def test_current_results_were_measured_on_the_latest_measured_code(group, measur
     assert last, f"{group}: no commit touches {measures}"
     if _git("cat-file", "-e", f"{recorded}^{{commit}}").returncode:
         pytest.fail(f"{name}: recorded commit {recorded} is not in this repository's history")
-    newer = _git("merge-base", "--is-ancestor", last, recorded).returncode != 0
+    if _git("merge-base", "--is-ancestor", recorded, "HEAD").returncode:
+        pytest.fail(f"{name}: recorded commit {recorded} is not an ancestor of HEAD")
+    since = _git("rev-list", f"{recorded}..HEAD", "--", *measures).stdout.split()
+    newer = [c for c in since if c not in _neutral(group)]
     assert not newer, (
         f"{name} measured commit {recorded[:10]}, older than the last change to {group} code "
-        f"({last[:10]}: {_git('log', '-1', '--format=%s', last).stdout.strip()[:80]}); rerun the benchmark"
+        f"({newer[0][:10]}: {_git('log', '-1', '--format=%s', newer[0]).stdout.strip()[:80]}); rerun the benchmark"
     )
+
+
+def test_every_neutral_commit_is_real_and_gives_its_reason():
+    _history_or_skip()
+    for group in json.loads(MANIFEST.read_text()):
+        for commit, why in _neutral(group).items():
+            assert len(commit) == 40 and not _git("cat-file", "-e", f"{commit}^{{commit}}").returncode, commit
+            assert len(why.split()) >= 5, f"{group}: say why {commit[:10]} runs no code differently"
 
 
 def test_every_current_results_file_exists_and_names_what_it_measures():
