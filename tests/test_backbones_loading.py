@@ -257,3 +257,20 @@ def test_4bit_loading_on_a_gpu_with_a_device_map(stories260k):
     ids = loaded.tokenizer(PROMPT, return_tensors="pt").to("cuda")
     out = loaded.model.generate(**ids, max_new_tokens=40, do_sample=False)
     assert loaded.tokenizer.decode(out[0], skip_special_tokens=True).startswith(FIRST_SENTENCE)
+
+
+def test_a_load_asks_for_no_hub_kernels(stories260k, monkeypatch):
+    """transformers 5.25 loads layers' code from the hub by default (``use_kernels``), and fails
+    without the ``kernels`` package: lladapt runs no downloaded code unless asked."""
+    from transformers import AutoModelForCausalLM
+
+    seen = {}
+    real = AutoModelForCausalLM.from_pretrained.__func__
+
+    def spying(cls, *args, **kwargs):
+        seen.update(kwargs)
+        return real(cls, *args, **kwargs)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", classmethod(spying))
+    load_model(ModelSection(source=str(stories260k)))
+    assert seen.get("use_kernels") is False

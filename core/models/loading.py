@@ -112,10 +112,19 @@ def build_meta_model(hf_config: PretrainedConfig, *, trust_remote_code: bool = F
         return AutoModelForCausalLM.from_config(hf_config, trust_remote_code=trust_remote_code)
 
 
+#: Keyword arguments every ``AutoModelForCausalLM.from_pretrained`` call gets. transformers 5.25
+#: turned hub kernels on by default (``use_kernels=None`` means True): layers replaced by code
+#: fetched from the Hugging Face hub at load time, and without the ``kernels`` package a load fails
+#: outright ("Kernels are not available"). lladapt runs no downloaded code unless asked (as with
+#: ``trust_remote_code``), so it asks for none; 5.0 to 5.24 take the argument, default False.
+MODEL_LOAD_KWARGS: dict[str, object] = {"use_kernels": False}
+
+
 def _load_weights(section: ModelSection, source: ModelSource) -> PreTrainedModel:
     from transformers import AutoModelForCausalLM
 
-    kwargs = {"dtype": section.dtype if section.dtype == "auto" else torch_dtype(section.dtype)}
+    kwargs = {**MODEL_LOAD_KWARGS,
+              "dtype": section.dtype if section.dtype == "auto" else torch_dtype(section.dtype)}
     if section.quantization is not None:
         kwargs["quantization_config"] = bnb_config(section.quantization, section.dtype)
     if section.device_map is not None:
