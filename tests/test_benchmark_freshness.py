@@ -51,7 +51,8 @@ def test_current_results_were_measured_on_the_latest_measured_code(group, measur
     if _git("merge-base", "--is-ancestor", recorded, "HEAD").returncode:
         pytest.fail(f"{name}: recorded commit {recorded} is not an ancestor of HEAD")
     since = _git("rev-list", f"{recorded}..HEAD", "--", *measures).stdout.split()
-    newer = [c for c in since if c not in _neutral(group)]
+    neutral = _neutral(group)
+    newer = [c for c in since if c not in neutral]
     assert not newer, (
         f"{name} measured commit {recorded[:10]}, older than the last change to {group} code "
         f"({newer[0][:10]}: {_git('log', '-1', '--format=%s', newer[0]).stdout.strip()[:80]}); rerun the benchmark"
