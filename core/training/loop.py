@@ -81,7 +81,7 @@ def train(
     if resume and run.main and metrics is not None:
         trim_metrics(metrics, run.start_step - 1)  # the steps after the checkpoint are logged again
     model.train()
-    if wants_compile(settings.compile, run.accelerator.device):
+    if wants_compile(settings.compile, run.accelerator.device, run.model, run.sharded):
         run.result.compile_seconds = _compile(run)
         echo(f"compiled the model in {run.result.compile_seconds:.1f} s (train.compile)")
     run.start_clock(found.state if found is not None else None)
