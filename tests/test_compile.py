@@ -1,14 +1,16 @@
 """``train.compile``: the compiled model trains as the eager one does (same losses and adapter
 weights within fp32 tolerance), its compile time is reported apart, the adapters' hooks trace
-without graph breaks, and ``auto`` compiles on a CUDA GPU only."""
+without graph breaks, the decoder layers are compiled one region each with one trace shared by
+all of them, and ``auto`` compiles on a CUDA GPU only, not a quantized or sharded base."""
 
 from __future__ import annotations
 
 import torch
 
 from lladapt.config import TrainSection
+from lladapt.testing import tiny_model
 from lladapt.training import train
-from lladapt.training.compiling import wants_compile
+from lladapt.training.compiling import compile_regions, repeated_blocks, wants_compile
 from tests.adapters_support import randomise, tiny_adapted
 from tests.training_support import random_examples
 
@@ -46,10 +48,44 @@ def test_a_compiled_run_trains_as_the_eager_one_without_graph_breaks():
     torch._dynamo.reset()
 
 
-def test_auto_compiles_on_a_cuda_gpu_only():
-    assert wants_compile("auto", torch.device("cuda", 0))
-    assert not wants_compile("auto", torch.device("cpu"))
-    assert wants_compile(True, torch.device("cpu")) and not wants_compile(False, torch.device("cuda"))
+def test_auto_compiles_on_a_cuda_gpu_only_and_not_a_quantized_or_sharded_base():
+    gpu = torch.device("cuda", 0)
+    plain = tiny_adapted("llama", {"name": "lora", "r": 4})
+    assert wants_compile("auto", gpu, plain)
+    assert not wants_compile("auto", torch.device("cpu"), plain)
+    assert not wants_compile("auto", gpu, plain, sharded=True)
+    plain.base_model.hf_quantizer = object()  # what transformers attaches to a quantized load
+    assert not wants_compile("auto", gpu, plain)
+    assert wants_compile(True, gpu, plain, sharded=True)  # asked for: compiled
+    assert wants_compile(True, torch.device("cpu")) and not wants_compile(False, gpu)
+
+
+def test_each_decoder_layer_is_compiled_and_all_share_one_trace():
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    model = tiny_model("llama", num_hidden_layers=4)
+    layers = list(model.model.layers)
+    assert repeated_blocks(model) == layers
+    assert compile_regions(model) == 4
+    assert all(layer._compiled_call_impl is not None for layer in layers)
+    assert model._compiled_call_impl is None and model.lm_head._compiled_call_impl is None
+    eager = tiny_model("llama", num_hidden_layers=4)
+    ids = torch.randint(0, 100, (2, 9))
+    compiled_logits = model(ids, use_cache=False).logits
+    compiled_logits.sum().backward()
+    assert torch.allclose(compiled_logits, eager(ids, use_cache=False).logits, atol=1e-5)
+    # one trace for the four layers (the embedding trains here, so every layer's input needs a
+    # gradient; under an adapter the first layer's does not, and it gets a second trace)
+    assert counters["frames"]["ok"] == 1, dict(counters["frames"])
+    torch._dynamo.reset()
+
+
+def test_a_model_without_repeated_blocks_is_compiled_whole():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.ReLU())
+    assert repeated_blocks(model) == [] and compile_regions(model) == 1
+    assert model._compiled_call_impl is not None
 
 
 def test_the_warm_up_pass_leaves_no_gradient_and_no_trace_in_the_random_generator():
