@@ -210,14 +210,15 @@ def _lladapt_bf16(args: argparse.Namespace) -> bool:
     return mixed_precision("bf16" if args.bf16 else args.lladapt_precision) == "bf16"
 
 
-def matmul_peaks(threads: int) -> dict[str, float]:
-    """This machine's fp32 and bf16 matmul peaks (GFLOP/s) at ``threads``, measured now
-    (``matmul_peak.py``): the denominators of MFU."""
+def matmul_peaks(threads: int, dtypes: set[str]) -> dict[str, float]:
+    """This machine's matmul peaks (GFLOP/s) at ``threads`` in ``dtypes``, measured now
+    (``matmul_peak.py``): the denominators of MFU. Only the precisions the sides ran in: a bf16
+    product on a CPU without native bf16 (AVX2) is emulated and takes minutes to time."""
     import matmul_peak
     import torch
 
     torch.set_num_threads(threads)
-    return {d: max(matmul_peak.peak(d, 5).values()) for d in ("float32", "bfloat16")}
+    return {d: max(matmul_peak.peak(d, 5).values()) for d in sorted(dtypes)}
 
 
 def _repeat(i: int, sides: tuple[str, ...], args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
@@ -237,10 +238,11 @@ def _repeat(i: int, sides: tuple[str, ...], args: argparse.Namespace, argv: list
 def _summary(samples: list[dict[str, Any]], sides: tuple[str, ...], args: argparse.Namespace) -> dict[str, Any]:
     """Median and range of each side's throughput, peak RSS and MFU (against this machine's
     matmul peak in the side's precision, measured now), and the lladapt / Trainer ratios."""
-    peaks = matmul_peaks(args.threads)
+    precisions = {side: "bfloat16" if args.bf16 or (side == "lladapt" and _lladapt_bf16(args)) else "float32"
+                  for side in sides}
+    peaks = matmul_peaks(args.threads, set(precisions.values()))
     summary: dict[str, Any] = {}
-    for side in sides:
-        precision = "bfloat16" if args.bf16 or (side == "lladapt" and _lladapt_bf16(args)) else "float32"
+    for side, precision in precisions.items():
         flops = samples[0][side]["flops_per_token"]
         summary[side] = {
             "tokens_per_second": _spread([s[side]["tokens_per_second"] for s in samples]),
