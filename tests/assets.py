@@ -22,3 +22,14 @@ def shared_asset(*parts: str) -> Path:
     if path is None:
         pytest.skip(ABSENT)
     return path
+
+
+def load_stories260k(folder: Path):
+    """stories260k loaded as lladapt loads any model (fp32, eval mode), so a test's base gets the
+    same load arguments as a user's (``loading.MODEL_LOAD_KWARGS``): a ``LoadedModel``."""
+    from lladapt.config import ModelSection
+    from lladapt.models.loading import load_model
+
+    loaded = load_model(ModelSection(source=str(folder), dtype="float32"))
+    loaded.model.eval()
+    return loaded

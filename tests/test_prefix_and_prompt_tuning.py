@@ -9,6 +9,7 @@ import json
 
 import pytest
 import torch
+from assets import load_stories260k
 from run_support import rescored
 
 import lladapt
@@ -209,22 +210,16 @@ def test_unload_restores_the_base_model(family, adapter):
 # --------------------------------------------------------------------------- stories260k
 
 
-def _stories(path):
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).eval()
-
-
 @pytest.mark.parametrize("adapter", ["prefix", "prefix-mlp", "prompt", "ptuning-mlp", "ptuning-lstm"])
 def test_peft_interop_on_stories260k(tmp_path, stories260k, adapter):
     """A real GQA LLaMA (8 heads, 4 key/value heads): PEFT loads lladapt's folder and gives the
     same logits within 1e-5 and the same greedy generation."""
-    base = _stories(stories260k)
+    base = load_stories260k(stories260k).model
     torch.manual_seed(0)
     model = attach_from_config(base, layout_of(base), dict(ADAPTERS[adapter])).eval()
     model.save_adapter(tmp_path / "a")
     ids = torch.randint(3, 512, (2, 12), generator=torch.Generator().manual_seed(6))
-    assert_peft_agrees(model, _stories(stories260k), tmp_path / "a", ids)
+    assert_peft_agrees(model, load_stories260k(stories260k).model, tmp_path / "a", ids)
 
 
 def test_lladapt_run_trains_evaluates_and_reloads_prefix(stories260k, tmp_path, logits_when_saved):

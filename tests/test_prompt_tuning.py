@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from assets import load_stories260k
 
 import lladapt
 from lladapt import AdapterError, ConfigError
@@ -132,14 +133,8 @@ def test_random_init_is_not_from_the_table():
     assert not any((table == row).all(dim=1).any() for row in model.trainable_parameters()[0])
 
 
-def _stories(path):
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).eval()
-
-
 def test_text_init_from_the_tokenizer_named_in_the_config(stories260k):
-    base = _stories(stories260k)
+    base = load_stories260k(stories260k).model
     model = attach_from_config(
         base, layout_of(base),
         {"name": "prompt", "init_text": "Once upon a time", "tokenizer": str(stories260k)},
@@ -153,7 +148,7 @@ def test_text_init_from_the_tokenizer_named_in_the_config(stories260k):
 def test_text_init_uses_the_tokenizer_lladapt_hands_over(stories260k):
     from transformers import AutoTokenizer
 
-    base = _stories(stories260k)
+    base = load_stories260k(stories260k).model
     adapter = PromptTuning(PromptTuning.Config(init_text="Once", num_virtual_tokens=2))
     adapter.tokenizer = AutoTokenizer.from_pretrained(str(stories260k))
     model = attach(base, layout_of(base), adapter)
@@ -161,7 +156,7 @@ def test_text_init_uses_the_tokenizer_lladapt_hands_over(stories260k):
 
 
 def test_text_init_finds_the_tokenizer_of_a_loaded_model(stories260k):
-    base = _stories(stories260k)  # from_pretrained records name_or_path
+    base = load_stories260k(stories260k).model  # from_pretrained records name_or_path
     model = attach_from_config(base, layout_of(base), {"name": "prompt", "init_text": "time"})
     assert torch.equal(model.trainable_parameters()[0][0], base.get_input_embeddings().weight[378])
 

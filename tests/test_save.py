@@ -16,6 +16,7 @@ from adapters_support import (  # noqa: F401  (one_torch_thread: an autouse fixt
     randomise,
     tiny_adapted,
 )
+from assets import load_stories260k
 
 from lladapt import AdapterError, get_registry, testing
 from lladapt.adapters.build import build_adapter
@@ -102,18 +103,9 @@ def test_meta_models_cannot_be_saved(tmp_path):
 # --------------------------------------------------------------------------- PEFT
 
 
-def _stories(stories260k):
-    from lladapt.config import ModelSection
-    from lladapt.models.loading import load_model
-
-    loaded = load_model(ModelSection(source=str(stories260k)))
-    loaded.model.eval()
-    return loaded
-
-
 def test_lora_saved_by_lladapt_loads_in_peft(tmp_path, stories260k):
     peft = pytest.importorskip("peft")
-    loaded = _stories(stories260k)
+    loaded = load_stories260k(stories260k)
     ids = loaded.tokenizer("Once upon a time, a cat sat", return_tensors="pt").input_ids
     adapted = attach(
         loaded.model, loaded.layout, build_adapter({"name": "lora", "r": 4, "alpha": 8}),
@@ -126,15 +118,15 @@ def test_lora_saved_by_lladapt_loads_in_peft(tmp_path, stories260k):
     assert config["peft_type"] == "LORA" and config["r"] == 4 and config["lora_alpha"] == 8
     assert "model.layers.0.self_attn.q_proj" in config["target_modules"]
 
-    peft_model = peft.PeftModel.from_pretrained(_stories(stories260k).model, tmp_path).eval()
+    peft_model = peft.PeftModel.from_pretrained(load_stories260k(stories260k).model, tmp_path).eval()
     assert torch.allclose(logits(peft_model, ids), expected, atol=1e-5)
     # and lladapt reads its own PEFT-format folder back bit-identically
-    again = _stories(stories260k)
+    again = load_stories260k(stories260k)
     assert torch.equal(logits(AdaptedModel.from_pretrained(again.model, again.layout, tmp_path), ids), expected)
 
 
 def test_lora_merged_equals_unmerged_on_stories260k(stories260k):
-    loaded = _stories(stories260k)
+    loaded = load_stories260k(stories260k)
     adapted = attach(loaded.model, loaded.layout, build_adapter({"name": "lora", "r": 8}),
                      None)
     randomise(adapted, std=0.02)
