@@ -5,6 +5,7 @@ all of them, and ``auto`` compiles on a CUDA GPU only, not a quantized or sharde
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from lladapt.config import TrainSection
@@ -82,6 +83,18 @@ def test_each_decoder_layer_is_compiled_and_all_share_one_trace():
     torch._dynamo.reset()
 
 
+def test_only_the_outermost_list_of_one_class_makes_regions():
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = torch.nn.ModuleList([torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)])
+
+    blocks = torch.nn.ModuleList([Block(), Block()])
+    model = torch.nn.ModuleDict({"mixed": torch.nn.ModuleList([torch.nn.Linear(2, 2), torch.nn.ReLU()]),
+                                 "one": torch.nn.ModuleList([torch.nn.Linear(2, 2)]), "blocks": blocks})
+    assert repeated_blocks(model) == list(blocks)
+
+
 def test_a_model_without_repeated_blocks_is_compiled_whole():
     model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.ReLU())
     assert repeated_blocks(model) == [] and compile_regions(model) == 1
@@ -100,3 +113,14 @@ def test_the_warm_up_pass_leaves_no_gradient_and_no_trace_in_the_random_generato
     assert seconds >= 0.0
     assert layer.weight.grad is None and layer.bias.grad is None
     assert torch.equal(torch.rand(4), expected)
+
+
+@pytest.mark.parametrize("family", ["llama", "bloom", "opt", "gptj"])
+@pytest.mark.parametrize("adapter", ["lora", "series", "parallel", "prefix", "prompt"])
+def test_the_regions_of_every_backbone_are_its_decoder_layers_whatever_the_adapter(family, adapter):
+    model = tiny_adapted(family, {"name": adapter})
+    blocks = repeated_blocks(model)
+    layers = next(m for m in model.base_model.modules()
+                  if isinstance(m, torch.nn.ModuleList) and "Adapter" not in type(m[0]).__name__
+                  and type(m[0]).__name__.endswith(("DecoderLayer", "Block")))
+    assert blocks == list(layers) and len(blocks) == model.base_model.config.num_hidden_layers
