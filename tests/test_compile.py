@@ -120,7 +120,5 @@ def test_the_warm_up_pass_leaves_no_gradient_and_no_trace_in_the_random_generato
 def test_the_regions_of_every_backbone_are_its_decoder_layers_whatever_the_adapter(family, adapter):
     model = tiny_adapted(family, {"name": adapter})
     blocks = repeated_blocks(model)
-    layers = next(m for m in model.base_model.modules()
-                  if isinstance(m, torch.nn.ModuleList) and "Adapter" not in type(m[0]).__name__
-                  and type(m[0]).__name__.endswith(("DecoderLayer", "Block")))
-    assert blocks == list(layers) and len(blocks) == model.base_model.config.num_hidden_layers
+    layers = model.base_model.get_submodule(model.layout.layers)  # what the backbone plugin declares
+    assert blocks == list(layers) and len(blocks) == model.layout.num_layers == model.base_model.config.num_hidden_layers
