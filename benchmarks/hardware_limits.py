@@ -19,19 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 
+from matmul_peak import best_seconds
+
 
 def best_ms(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - started)
-    return round(best * 1e3, 3)
+    return round(best_seconds(fn, repeats) * 1e3, 3)
 
 
 def memory(repeats: int) -> dict[str, float]:

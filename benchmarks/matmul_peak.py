@@ -10,8 +10,21 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 
 SHAPES = ((2048, 2048, 2048), (600, 576, 1536), (600, 1536, 576), (600, 576, 49152))
+
+
+def best_seconds(fn: Callable[[], object], repeats: int) -> float:
+    """The fastest of ``repeats`` timed calls of ``fn``, after one untimed warm-up call (oneDNN
+    picks its kernel, caches fill)."""
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - started)
+    return best
 
 
 def peak(dtype_name: str, repeats: int) -> dict[str, float]:
@@ -21,12 +34,7 @@ def peak(dtype_name: str, repeats: int) -> dict[str, float]:
     out = {}
     for m, k, n in SHAPES:
         a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
-        torch.mm(a, b)  # warm-up (oneDNN picks its kernel)
-        best = float("inf")
-        for _ in range(repeats):
-            started = time.perf_counter()
-            torch.mm(a, b)
-            best = min(best, time.perf_counter() - started)
+        best = best_seconds(lambda a=a, b=b: torch.mm(a, b), repeats)
         out[f"{m}x{k}x{n}"] = round(2 * m * k * n / best / 1e9, 1)
     return out
 
