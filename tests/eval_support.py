@@ -52,7 +52,7 @@ def tiny_llama(vocab: int = 512):
 
 
 def run_entry(model, tokenizer, *, batch_size, max_new_tokens=12, examples=EXAMPLES, merge=True,
-              stop=(), store=None, sort=True, continuous=True):
+              stop=(), store=None, sort=True, continuous=True, pack_weights=True):
     from lladapt.components.plugin_manager import get_registry
     from lladapt.data.loading import get_template, make_parser
 
@@ -61,7 +61,7 @@ def run_entry(model, tokenizer, *, batch_size, max_new_tokens=12, examples=EXAMP
     decoding = Decoding(max_new_tokens=max_new_tokens, batch_size=batch_size, stop=tuple(stop),
                         sort_by_length=sort, continuous=continuous)
     with prepared(model, merge=merge):
-        return evaluate_entry(model, tokenizer, get_template("alpaca"), entry, Evaluation(decoding),
+        return evaluate_entry(model, tokenizer, get_template("alpaca"), entry, Evaluation(decoding, pack_weights=pack_weights),
                               store=store)
 
 

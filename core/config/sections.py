@@ -214,6 +214,9 @@ class EvalSection(Section):
     length_normalize: bool = False
     #: fold the adapter into the weights while evaluating, where it can be (LoRA).
     merge_adapter: bool = True
+    #: on a CPU, run the float32 linear layers on oneDNN's prepacked weights while evaluating
+    #: (faster short products; the same answers); ``false``: PyTorch's default kernels.
+    pack_weights: bool = True
     #: evaluate a configured adapter that was neither trained in this run nor loaded from
     #: ``adapter.path`` / ``--adapter`` (its initial weights).
     untrained_adapter: bool = False

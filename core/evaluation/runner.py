@@ -19,6 +19,7 @@ from lladapt.components.interfaces import AnswerParser, Dataset, Example, Prompt
 from lladapt.evaluation.batching import length_sorted_batches
 from lladapt.evaluation.generation import Decoding, Generated, generate_batch, generation_path
 from lladapt.evaluation.loglik import continuation_logliks, pick
+from lladapt.evaluation.packing import packed_linears
 from lladapt.evaluation.progress import NoProgress, Progress
 from lladapt.evaluation.scoring import Prediction, Score, judge
 from lladapt.evaluation.store import PredictionStore, prompt_hash
@@ -38,6 +39,8 @@ class Evaluation:
     scoring: Literal["generate", "loglik"] = "generate"
     #: loglik: divide each choice's log-likelihood by its number of tokens.
     length_normalize: bool = False
+    #: on a CPU, run float32 linear layers on oneDNN's prepacked weights (:mod:`.packing`).
+    pack_weights: bool = True
 
     def answer_settings(self) -> dict[str, Any]:
         if self.scoring == "loglik":
@@ -177,14 +180,15 @@ def evaluate_entry(
     progress.start(entry.label, len(examples), len(done),
                    sum(judge(entry.parser, r["response"], examples[i].answer)[1] for i, r in done.items()))
     try:
-        rounds = _rounds(model, tokenizer, template, entry, prompts, pending, evaluation, path)
-        for new, seconds in _timed(rounds):
-            _judge_batch(new, entry, prompts, seconds)
-            for batch_records in procs.gather(new):  # in process order: the batches' order
-                records.update((record["index"], record) for record in batch_records)
-                if store is not None and procs.main and batch_records:
-                    store.append(sorted(batch_records, key=lambda r: r["index"]))
-                progress.advance(len(batch_records), sum(r["correct"] for r in batch_records))
+        with packed_linears(model, evaluation.pack_weights and bool(pending)):
+            rounds = _rounds(model, tokenizer, template, entry, prompts, pending, evaluation, path)
+            for new, seconds in _timed(rounds):
+                _judge_batch(new, entry, prompts, seconds)
+                for batch_records in procs.gather(new):  # in process order: the batches' order
+                    records.update((record["index"], record) for record in batch_records)
+                    if store is not None and procs.main and batch_records:
+                        store.append(sorted(batch_records, key=lambda r: r["index"]))
+                    progress.advance(len(batch_records), sum(r["correct"] for r in batch_records))
     finally:
         progress.stop()
         if store is not None:

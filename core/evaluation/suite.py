@@ -39,7 +39,8 @@ def evaluation_for(config: RunConfig, max_new_tokens: int) -> Evaluation:
     else:
         decoding = Decoding(max_new_tokens=tokens, num_beams=section.num_beams,
                             batch_size=section.batch_size, stop=tuple(section.stop))
-    return Evaluation(decoding, scoring=section.scoring, length_normalize=section.length_normalize)
+    return Evaluation(decoding, scoring=section.scoring, length_normalize=section.length_normalize,
+                      pack_weights=section.pack_weights)
 
 
 def entries_for(config: RunConfig, sets: list[LoadedSet]) -> list[Entry]:
