@@ -144,8 +144,8 @@ def test_an_interrupted_continuous_run_keeps_what_it_appended(stories260k, tmp_p
     whole = run_entry(loaded.model, loaded.tokenizer, batch_size=3, max_new_tokens=40)
     real = runner.generate_stream
 
-    def interrupted(*args):
-        for n, finished in enumerate(real(*args)):
+    def interrupted(*args, **kwargs):
+        for n, finished in enumerate(real(*args, **kwargs)):
             if n == 3:
                 raise KeyboardInterrupt
             yield finished
@@ -160,7 +160,7 @@ def test_an_interrupted_continuous_run_keeps_what_it_appended(stories260k, tmp_p
     assert all(r["seconds"] > 0 for r in kept.values())
 
     computed = []
-    monkeypatch.setattr(runner, "generate_stream", lambda m, t, prompts, d: computed.extend(prompts) or real(m, t, prompts, d))
+    monkeypatch.setattr(runner, "generate_stream", lambda m, t, prompts, d, **kw: computed.extend(prompts) or real(m, t, prompts, d, **kw))
     resumed = run_entry(loaded.model, loaded.tokenizer, batch_size=3, max_new_tokens=40,
                         store=PredictionStore(path, {"s": 1}))
     assert sorted(i for i, _ in computed) == sorted(set(range(len(EXAMPLES))) - set(kept))

@@ -47,9 +47,9 @@ def _count_generated(monkeypatch):
     monkeypatch.setattr(runner, "generate_batch", counting)
     real_stream = runner.generate_stream  # the continuous path (one process, greedy)
 
-    def counting_stream(model, tokenizer, prompts, decoding):
+    def counting_stream(model, tokenizer, prompts, decoding, **kwargs):
         seen.extend(prompt for _, prompt in prompts)
-        return real_stream(model, tokenizer, prompts, decoding)
+        return real_stream(model, tokenizer, prompts, decoding, **kwargs)
 
     monkeypatch.setattr(runner, "generate_stream", counting_stream)
     return seen

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -215,6 +215,26 @@ def _plain_layers(cache: Any) -> list[Any]:
     if layers is None or any(type(layer) is not DynamicLayer for layer in layers):
         raise NotImplementedError("rows can only be merged into a DynamicCache of plain DynamicLayers")
     return list(layers)
+
+
+def cache_holding(config: Any, layers: Sequence[tuple[torch.Tensor, torch.Tensor]], rows: int) -> Any:
+    """A ``DynamicCache`` of plain layers holding, for each of ``rows`` rows, one row's keys and
+    values (``layers``: per layer, ``[1, heads, length, head_dim]`` each): a shared prompt prefix
+    computed once, ready for the rest of each prompt. ``NotImplementedError`` for a model whose
+    cache is not plain layers (see :func:`_plain_layers`)."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=config)
+    if len(_plain_layers(cache)) != len(layers):
+        raise ValueError(f"{len(layers)} layers of keys for a model of {len(cache.layers)}")
+    for index, (keys, values) in enumerate(layers):  # update copies: the rows do not alias
+        cache.update(keys.expand(rows, -1, -1, -1), values.expand(rows, -1, -1, -1), index)
+    return cache
+
+
+def plain_layer_tensors(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Each layer's keys and values of a ``DynamicCache`` of plain layers."""
+    return [(layer.keys, layer.values) for layer in _plain_layers(cache)]
 
 
 class RowCache:

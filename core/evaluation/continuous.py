@@ -30,7 +30,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from lladapt.common.hf_compat import RowCache, cache_argument, forward_parameters, output_cache
+from lladapt.common.hf_compat import (
+    RowCache,
+    cache_argument,
+    cache_holding,
+    forward_parameters,
+    output_cache,
+    plain_layer_tensors,
+)
 from lladapt.evaluation.decode import positions
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -179,8 +186,11 @@ class ContinuousBatcher:
     :meth:`submit`: one thread calls :meth:`step`."""
 
     def __init__(self, model: Any, *, max_rows: int = 32, pad_id: int = 0,
-                 select_rows: Callable[[torch.Tensor], None] | None = None):
+                 select_rows: Callable[[torch.Tensor], None] | None = None, prefix_ids: Sequence[int] = ()):
         from lladapt.evaluation.generation import model_device
+
+        if prefix_ids and select_rows is not None:
+            raise ValueError("a shared prefix is computed once for one model: no per-row adapters (select_rows)")
 
         self.model = model
         self.cache_name = cache_argument(model)
@@ -197,6 +207,8 @@ class ContinuousBatcher:
         self._cache: Any = None
         self._mask: torch.Tensor | None = None
         self._last: torch.Tensor | None = None
+        self.prefix_ids = tuple(prefix_ids)
+        self._prefix: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def submit(self, row: Row) -> None:
         with self._lock:
@@ -244,11 +256,28 @@ class ContinuousBatcher:
         return output_cache(out), [row.pick(logits[i]) for i, row in enumerate(rows)]
 
     def _admit(self, new: list[Row]) -> None:
+        """Prefill ``new``: the rows whose prompt goes on past the shared prefix start from its
+        keys (computed once), the others from nothing."""
+        cut = len(self.prefix_ids)
+        shared = [row for row in new if cut and len(row.prompt_ids) > cut
+                  and tuple(row.prompt_ids[:cut]) == self.prefix_ids]
+        for group, start in ((shared, cut), ([row for row in new if row not in shared], 0)):
+            if group:
+                self._prefill(group, start)
+
+    def _prefill(self, new: list[Row], start: int) -> None:
+        """Prefill ``new``, whose first ``start`` prompt tokens are the shared prefix (0: none),
+        and add the rows still running to the batch."""
         import torch
         from transformers import DynamicCache
 
-        ids, mask = left_padded([row.prompt_ids for row in new], self.pad_id, self.device)
-        cache, tokens = self._forward(ids, mask, positions(mask), DynamicCache(config=self.model.config), new)
+        ids, mask = left_padded([row.prompt_ids[start:] for row in new], self.pad_id, self.device)
+        if start:
+            cache = cache_holding(self.model.config, self._prefix_tensors(), len(new))
+            mask = torch.cat([mask.new_ones((len(new), start)), mask], dim=-1)
+        else:
+            cache = DynamicCache(config=self.model.config)
+        cache, tokens = self._forward(ids, mask, positions(mask)[:, start:], cache, new)
         live = [i for i, (row, token) in enumerate(zip(new, tokens, strict=True)) if not row.accept(token)]
         if not live:
             return
@@ -268,6 +297,19 @@ class ContinuousBatcher:
                                     pad(mask, (width - mask.shape[1], 0))])
             self._last = torch.cat([self._last, last])
         self.rows += [new[i] for i in live]
+
+    def _prefix_tensors(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each layer's keys and values of the shared prefix, computed at the first use."""
+        import torch
+        from transformers import DynamicCache
+
+        if self._prefix is None:
+            ids = torch.tensor([self.prefix_ids], device=self.device)
+            mask = torch.ones_like(ids)
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions(mask), use_cache=True,
+                             **{self.cache_name: DynamicCache(config=self.model.config)}, **self.extra)
+            self._prefix = plain_layer_tensors(output_cache(out))
+        return self._prefix
 
     def _decode(self) -> None:
         import torch

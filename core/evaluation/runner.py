@@ -23,7 +23,7 @@ from lladapt.evaluation.packing import packed_linears
 from lladapt.evaluation.progress import NoProgress, Progress
 from lladapt.evaluation.scoring import Prediction, Score, judge
 from lladapt.evaluation.store import PredictionStore, prompt_hash
-from lladapt.evaluation.streaming import generate_stream
+from lladapt.evaluation.streaming import generate_stream, shared_prefix
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedTokenizerBase
@@ -206,11 +206,15 @@ def _rounds(
     round has none for it), or on the ``continuous`` path the items each step finished."""
     procs = processes()
     decoding = evaluation.decoding
-    lengths = [len(ids) for ids in tokenizer(prompts)["input_ids"]] if pending else []
-    batches = length_sorted_batches(pending, lengths, decoding.batch_size, sort=decoding.sort_by_length)
+    ids = tokenizer(prompts)["input_ids"] if pending else []
+    batches = length_sorted_batches(pending, [len(i) for i in ids], decoding.batch_size,
+                                    sort=decoding.sort_by_length)
     if path == "continuous":
         order = [(i, prompts[i]) for batch in batches for i in batch]  # longest first
-        for finished in generate_stream(model, tokenizer, order, decoding):
+        # the prefix every prompt of the entry shares (all items, not only those pending: a resumed
+        # run computes its items as the first run did)
+        prefix = shared_prefix(ids)
+        for finished in generate_stream(model, tokenizer, order, decoding, prefix_ids=prefix):
             yield [_record(template, prompts[i], i, g) for i, g in finished]
         return
     for first in range(0, len(batches), procs.world):

@@ -30,12 +30,15 @@ from lladapt.evaluation.generation import (
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedTokenizerBase
 
-__all__ = ["StopStrings", "generate_stream"]
+__all__ = ["StopStrings", "generate_stream", "shared_prefix"]
 
 #: tokens decoded before the shortest window that can hold a stop string (one character a token
 #: at worst): a window's first token may decode differently (a leading space dropped, a byte of a
 #: character cut).
 MARGIN = 4
+#: the fewest tokens worth prefilling once for every prompt (below it, one more forward per entry
+#: costs about what it saves).
+MIN_PREFIX = 8
 
 
 class StopStrings:
@@ -86,17 +89,31 @@ def _generated(tokenizer: PreTrainedTokenizerBase, row: Row, stops: Sequence[int
     return finish(tokenizer, row.tokens, stops, decoding.stop)
 
 
+def shared_prefix(prompts: Sequence[Sequence[int]], minimum: int = MIN_PREFIX) -> tuple[int, ...]:
+    """The token ids every one of ``prompts`` starts with (a template's fixed opening), cut so that
+    each prompt goes on past it; empty when fewer than two prompts share ``minimum`` tokens."""
+    if len(prompts) < 2:
+        return ()
+    first, cut = prompts[0], min(len(p) for p in prompts) - 1
+    for prompt in prompts[1:]:
+        cut = next((i for i in range(cut) if prompt[i] != first[i]), cut)
+    return tuple(first[:cut]) if cut >= minimum else ()
+
+
 def generate_stream(
     model: Any, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[tuple[int, str]], decoding: Decoding,
+    *, prefix_ids: Sequence[int] = (),
 ) -> Iterator[list[tuple[int, Generated]]]:
     """``(index, Generated)`` for each ``(index, prompt)`` of ``prompts`` as its row finishes: one
     list after each step that finished some rows. ``model``: in eval mode, its adapter merged by
-    the caller where it can be (:func:`.runner.prepared`); a base model or a module adapter."""
+    the caller where it can be (:func:`.runner.prepared`); a base model or a module adapter. The
+    prompts that start with ``prefix_ids`` share its keys and values, computed once."""
     from lladapt.evaluation.decode import _hf_model
 
     stops = stop_token_ids(model, tokenizer)
     pad = generation_config(model, tokenizer, decoding).pad_token_id
-    batcher = ContinuousBatcher(_hf_model(model), max_rows=decoding.batch_size, pad_id=pad or 0)
+    batcher = ContinuousBatcher(_hf_model(model), max_rows=decoding.batch_size, pad_id=pad or 0,
+                                prefix_ids=prefix_ids)
     # each prompt's own ids: the unpadded row of the left-padded batch the batched path encodes
     ids = tokenizer([prompt for _, prompt in prompts])["input_ids"] if prompts else []
     waiting = deque(zip([index for index, _ in prompts], ids, strict=True))
