@@ -48,7 +48,7 @@ def _count_generated(monkeypatch):
     real_stream = runner.generate_stream  # the continuous path (one process, greedy)
 
     def counting_stream(model, tokenizer, prompts, decoding, **kwargs):
-        seen.extend(prompt for _, prompt in prompts)
+        seen.extend(index for index, _ in prompts)
         return real_stream(model, tokenizer, prompts, decoding, **kwargs)
 
     monkeypatch.setattr(runner, "generate_stream", counting_stream)

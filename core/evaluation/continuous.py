@@ -243,13 +243,18 @@ class ContinuousBatcher:
                 row.finish("error", error)
             self.rows, self._cache, self._mask, self._last = [], None, None, None
 
+    def _call(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any) -> Any:
+        """The model's forward over ``ids`` at ``positions``, its keys added to ``cache``."""
+        return self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                          **{self.cache_name: cache}, **self.extra)
+
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any,
                  rows: Sequence[Row]) -> tuple[Any, list[int]]:
+        """:meth:`_call` for ``rows`` (their adapter slots selected first) and each row's next token."""
         import torch
 
         self.select_rows(torch.tensor([row.slot for row in rows], device=self.device))
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                         **{self.cache_name: cache}, **self.extra)
+        out = self._call(ids, mask, positions, cache)
         logits = out.logits[:, -1, :].to(dtype=torch.float32)
         if all(row.sampling.greedy for row in rows):  # one argmax and one copy for the batch
             return output_cache(out), logits.argmax(-1).tolist()
@@ -261,7 +266,8 @@ class ContinuousBatcher:
         cut = len(self.prefix_ids)
         shared = [row for row in new if cut and len(row.prompt_ids) > cut
                   and tuple(row.prompt_ids[:cut]) == self.prefix_ids]
-        for group, start in ((shared, cut), ([row for row in new if row not in shared], 0)):
+        whole = [row for row in new if all(row is not other for other in shared)]
+        for group, start in ((shared, cut), (whole, 0)):
             if group:
                 self._prefill(group, start)
 
@@ -306,8 +312,7 @@ class ContinuousBatcher:
         if self._prefix is None:
             ids = torch.tensor([self.prefix_ids], device=self.device)
             mask = torch.ones_like(ids)
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions(mask), use_cache=True,
-                             **{self.cache_name: DynamicCache(config=self.model.config)}, **self.extra)
+            out = self._call(ids, mask, positions(mask), DynamicCache(config=self.model.config))
             self._prefix = plain_layer_tensors(output_cache(out))
         return self._prefix
 

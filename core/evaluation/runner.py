@@ -210,7 +210,7 @@ def _rounds(
     batches = length_sorted_batches(pending, [len(i) for i in ids], decoding.batch_size,
                                     sort=decoding.sort_by_length)
     if path == "continuous":
-        order = [(i, prompts[i]) for batch in batches for i in batch]  # longest first
+        order = [(i, ids[i]) for batch in batches for i in batch]  # longest first
         # the prefix every prompt of the entry shares (all items, not only those pending: a resumed
         # run computes its items as the first run did)
         prefix = shared_prefix(ids)

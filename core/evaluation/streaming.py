@@ -101,22 +101,22 @@ def shared_prefix(prompts: Sequence[Sequence[int]], minimum: int = MIN_PREFIX) -
 
 
 def generate_stream(
-    model: Any, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[tuple[int, str]], decoding: Decoding,
-    *, prefix_ids: Sequence[int] = (),
+    model: Any, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[tuple[int, Sequence[int]]],
+    decoding: Decoding, *, prefix_ids: Sequence[int] = (),
 ) -> Iterator[list[tuple[int, Generated]]]:
-    """``(index, Generated)`` for each ``(index, prompt)`` of ``prompts`` as its row finishes: one
-    list after each step that finished some rows. ``model``: in eval mode, its adapter merged by
-    the caller where it can be (:func:`.runner.prepared`); a base model or a module adapter. The
-    prompts that start with ``prefix_ids`` share its keys and values, computed once."""
+    """``(index, Generated)`` for each ``(index, prompt_ids)`` of ``prompts`` as its row finishes:
+    one list after each step that finished some rows. ``prompt_ids``: the prompt's token ids as
+    the tokenizer encodes it alone (the unpadded row of the left-padded batch the batched path
+    encodes). ``model``: in eval mode, its adapter merged by the caller where it can be
+    (:func:`.runner.prepared`); a base model or a module adapter. The prompts that start with
+    ``prefix_ids`` share its keys and values, computed once."""
     from lladapt.evaluation.decode import _hf_model
 
     stops = stop_token_ids(model, tokenizer)
     pad = generation_config(model, tokenizer, decoding).pad_token_id
     batcher = ContinuousBatcher(_hf_model(model), max_rows=decoding.batch_size, pad_id=pad or 0,
                                 prefix_ids=prefix_ids)
-    # each prompt's own ids: the unpadded row of the left-padded batch the batched path encodes
-    ids = tokenizer([prompt for _, prompt in prompts])["input_ids"] if prompts else []
-    waiting = deque(zip([index for index, _ in prompts], ids, strict=True))
+    waiting = deque(prompts)
     running: list[tuple[int, Row]] = []
     while waiting or running:
         while waiting and len(running) < batcher.max_rows:  # a free slot takes the next prompt
