@@ -264,9 +264,11 @@ class ContinuousBatcher:
         """Prefill ``new``: the rows whose prompt goes on past the shared prefix start from its
         keys (computed once), the others from nothing."""
         cut = len(self.prefix_ids)
-        shared = [row for row in new if cut and len(row.prompt_ids) > cut
-                  and tuple(row.prompt_ids[:cut]) == self.prefix_ids]
-        whole = [row for row in new if all(row is not other for other in shared)]
+        shared: list[Row] = []
+        whole: list[Row] = []
+        for row in new:
+            starts = cut and len(row.prompt_ids) > cut and tuple(row.prompt_ids[:cut]) == self.prefix_ids
+            (shared if starts else whole).append(row)
         for group, start in ((shared, cut), (whole, 0)):
             if group:
                 self._prefill(group, start)
