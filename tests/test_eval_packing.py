@@ -6,6 +6,8 @@ evaluator packing only when ``eval.pack_weights`` says so."""
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from adapters_support import layout_of, one_torch_thread, randomise  # noqa: F401
@@ -143,3 +145,61 @@ def test_an_adapters_layers_are_left_alone_and_its_hosts_keep_their_weights(kind
             assert all("forward" in vars(m) and m.weight.numel() > 0 for m in hosts)
             logits = model(input_ids=ids).logits
     torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-5)
+
+
+def _sibling_groups(model):
+    """The packed groups of ``model``'s layers (while packed): each layer's group as its forward's owner."""
+    return {id(m.forward.func.__self__): m.forward.func.__self__ for m in _linears(model)
+            if isinstance(vars(m).get("forward"), functools.partial)}
+
+
+@pytest.mark.parametrize("family", ["llama", "opt"])  # OPT's q/k/v have biases
+def test_sibling_layers_share_one_product_and_give_the_same_bits_as_packed_alone(family, monkeypatch):
+    model = testing.tiny_model(family, tie_word_embeddings=False)
+    ids = torch.randint(3, model.config.vocab_size, (4, 9))
+    before = _weights(model)
+    with torch.inference_mode():
+        with packed_linears(model) as count:
+            assert count == len(_linears(model))
+            sizes = sorted(len(group.modules) for group in _sibling_groups(model).values())
+            layers = model.config.num_hidden_layers
+            # q/k/v in every layer; LLaMA's gate/up too
+            assert sizes.count(3) == layers and sizes.count(2) == (layers if family == "llama" else 0)
+            logits = model(input_ids=ids).logits
+            tokens = model.generate(ids, max_new_tokens=8, do_sample=False)
+        monkeypatch.setattr(packing, "SIBLINGS", ())
+        with packed_linears(model):
+            assert max(len(group.modules) for group in _sibling_groups(model).values()) == 1
+            alone = model(input_ids=ids).logits
+            alone_tokens = model.generate(ids, max_new_tokens=8, do_sample=False)
+    assert torch.equal(logits, alone) and torch.equal(tokens, alone_tokens)
+    after = _weights(model)
+    assert all(torch.equal(after[name], before[name]) for name in before)  # rebuilt bit for bit
+    pointers = [p.untyped_storage().data_ptr() for p in model.parameters()]
+    assert len(set(pointers)) == len(pointers)  # each weight its own storage again (safetensors refuses shared ones)
+
+
+def test_a_sibling_called_with_another_input_computes_its_own_product():
+    attention = testing.tiny_model("llama").model.layers[0].self_attn
+    x, y = torch.randn(2, 3, attention.q_proj.in_features), torch.randn(2, 3, attention.q_proj.in_features)
+    expected = {name: getattr(attention, name)(t) for name, t in (("q_proj", x), ("k_proj", y), ("v_proj", x))}
+    with torch.inference_mode(), packed_linears(attention):
+        assert len(next(iter(_sibling_groups(attention).values())).modules) == 3
+        got = {name: getattr(attention, name)(t) for name, t in (("q_proj", x), ("k_proj", y), ("v_proj", x))}
+        again = attention.v_proj(x)  # its kept output was taken: computed anew, the same
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-5)
+    assert torch.equal(again, got["v_proj"])
+
+
+def test_a_hooked_sibling_stays_alone_and_autograd_reads_a_grouped_layers_own_rows():
+    attention = testing.tiny_model("llama").model.layers[0].self_attn.requires_grad_(False)
+    attention.q_proj.register_forward_hook(lambda module, args, out: out)
+    x = torch.randn(2, 3, attention.k_proj.in_features, requires_grad=True)
+    attention.v_proj(x).sum().backward()
+    expected, x.grad = x.grad.clone(), None
+    with packed_linears(attention):
+        groups = sorted(len(group.modules) for group in _sibling_groups(attention).values())
+        assert groups == [1, 1, 2]  # q alone (kept for its hook), k/v together, o alone
+        attention.v_proj(x).sum().backward()
+    assert torch.equal(x.grad, expected)
