@@ -145,8 +145,8 @@ def _packable(module: Any) -> bool:
 
 def _siblings(module: torch.nn.Linear, parent: Any, name: str, free: Callable[[Any], bool]) -> list[Any]:
     """``module`` and the layers beside it in ``parent`` that take the same input
-    (:data:`SIBLINGS`) and can share its product: ``free`` (packable, released), of its dtype,
-    input width and bias presence, in :data:`SIBLINGS`' order."""
+    (:data:`SIBLINGS`) and can share its product: ``free`` (packable, not an adapter's,
+    released), of its dtype, input width and bias presence, in :data:`SIBLINGS`' order."""
     names = next((names for names in SIBLINGS if name in names), (name,))
     beside = [getattr(parent, n, None) for n in names]
     return [m for m in beside if m is module or (
@@ -169,20 +169,21 @@ def packed_linears(model: Any, enabled: bool = True) -> Iterator[int]:
     # an adapter's own layers are small and read their weights directly (fused branches)
     adapter = {id(t) for _, t in getattr(model, "named_adapter_tensors", tuple)()}
     parents = {id(child): (module, name) for module in model.modules() for name, child in module.named_children()}
+    layers = {id(m): m for m in model.modules() if _packable(m) and id(m.weight) not in adapter}
 
-    def free(module: Any) -> bool:  # packable, and its weight can be released
-        return (_packable(module) and id(module.weight) not in adapter
-                and not (module._forward_hooks or module._forward_pre_hooks)
+    def free(module: Any) -> bool:  # one of ``layers`` whose weight can be released
+        return (id(module) in layers and not (module._forward_hooks or module._forward_pre_hooks)
                 and owners[module.weight.untyped_storage().data_ptr()] == 1)
 
     done: set[int] = set()
     try:
-        for module in model.modules():
-            if id(module) in done or not _packable(module) or id(module.weight) in adapter:
+        for module in layers.values():
+            if id(module) in done:
                 continue
-            group = _siblings(module, *parents[id(module)], free) if free(module) and id(module) in parents else [module]
+            release = free(module)
+            group = _siblings(module, *parents[id(module)], free) if release and id(module) in parents else [module]
             done.update(id(m) for m in group)
-            packed.append(_Packed(group, release=free(module)))
+            packed.append(_Packed(group, release))
         yield sum(len(group.modules) for group in packed)
     finally:
         for layer in reversed(packed):
