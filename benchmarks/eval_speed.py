@@ -8,10 +8,12 @@ The two sides:
 
 - plain: what users write: per set, file-order batches of ``--batch-size``, left padding with
   the mask, ``model.generate`` greedy with the model's generation config (its stop tokens only);
-- lladapt: :func:`lladapt.evaluation.runner.evaluate_entry` per set, as ``lladapt eval`` runs it
-  (``fast`` protocol: length-sorted order; on one process with a greedy module adapter or base
-  model, every item through one continuous batcher whose free slots take the next prompt, else
-  length-sorted batches that drop finished rows); the generation path taken is reported.
+- lladapt: :func:`lladapt.evaluation.runner.evaluate_entries` over the sets, as ``lladapt eval``
+  runs them (``fast`` protocol: length-sorted order; on one process with a greedy module adapter
+  or base model, every item of every set through one continuous batcher whose free slots take the
+  next prompt, the next set's once a set's last prompts run, else length-sorted batches that drop
+  finished rows); the generation path taken is reported. A set's seconds then include the next
+  set's rows computed beside its last ones.
 
 Both generate with the same model state: with ``--adapter`` a LoRA adapter is merged into the
 weights (``prepared(model, merge=True)``) once, around both sides, as ``lladapt eval`` does.
@@ -134,14 +136,16 @@ def run_lladapt(model, tokenizer, template, sets, args, decoding=None) -> dict:
     """lladapt's evaluator over every set (the model already prepared by the caller)."""
     from lladapt.data.loading import make_parser
     from lladapt.evaluation.generation import Decoding
-    from lladapt.evaluation.runner import Entry, Evaluation, evaluate_entry
+    from lladapt.evaluation.runner import Entry, Evaluation, evaluate_entries
 
     decoding = decoding or Decoding(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
     responses, per_set, paths, tokens, correct = {}, {}, {}, 0, 0
+    jobs = [(Entry(f"{s.name}-{s.split}", s.name, s.split, s.dataset, s.examples, make_parser(s.dataset)),
+             Evaluation(decoding), None) for s in sets]
+    scores = evaluate_entries(model, tokenizer, template, jobs)
     for s in sets:
-        entry = Entry(f"{s.name}-{s.split}", s.name, s.split, s.dataset, s.examples, make_parser(s.dataset))
         started = time.perf_counter()
-        score = evaluate_entry(model, tokenizer, template, entry, Evaluation(decoding))
+        score = next(scores)
         per_set[s.label] = round(time.perf_counter() - started, 2)
         paths[s.label] = score.generation_path
         responses.update((f"{s.label}#{p.index}", p.response) for p in score.predictions)

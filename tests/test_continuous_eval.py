@@ -12,10 +12,9 @@ from adapters_support import one_torch_thread, randomise  # noqa: F401
 from eval_support import ADAPTERS, EXAMPLES, answers, run_entry, stories, stories_tokenizer
 
 from lladapt.adapters.model import attach_from_config
-from lladapt.evaluation import runner
 from lladapt.evaluation.generation import Decoding, encode_left_padded, generation_path
 from lladapt.evaluation.store import PredictionStore
-from lladapt.evaluation.streaming import StopStrings
+from lladapt.evaluation.streaming import SharedStream, StopStrings
 
 #: item 1 answers in 34 tokens, these in 12 or 13 (stories260k, "." as a stop token, 40 at most).
 LONG, SHORT = 1, [0, 4, 5, 7, 9]
@@ -142,15 +141,15 @@ def test_each_rows_prompt_ids_are_its_row_of_the_left_padded_batch(stories260k):
 def test_an_interrupted_continuous_run_keeps_what_it_appended(stories260k, tmp_path, monkeypatch):
     loaded = _sentences(stories(stories260k))
     whole = run_entry(loaded.model, loaded.tokenizer, batch_size=3, max_new_tokens=40)
-    real = runner.generate_stream
+    real, real_add = SharedStream.finished, SharedStream.add
 
-    def interrupted(*args, **kwargs):
-        for n, finished in enumerate(real(*args, **kwargs)):
+    def interrupted(self, key):
+        for n, finished in enumerate(real(self, key)):
             if n == 3:
                 raise KeyboardInterrupt
             yield finished
 
-    monkeypatch.setattr(runner, "generate_stream", interrupted)
+    monkeypatch.setattr(SharedStream, "finished", interrupted)
     path = tmp_path / "t-test.jsonl"
     with pytest.raises(KeyboardInterrupt):
         run_entry(loaded.model, loaded.tokenizer, batch_size=3, max_new_tokens=40,
@@ -160,7 +159,8 @@ def test_an_interrupted_continuous_run_keeps_what_it_appended(stories260k, tmp_p
     assert all(r["seconds"] > 0 for r in kept.values())
 
     computed = []
-    monkeypatch.setattr(runner, "generate_stream", lambda m, t, prompts, d, **kw: computed.extend(prompts) or real(m, t, prompts, d, **kw))
+    monkeypatch.setattr(SharedStream, "finished", real)
+    monkeypatch.setattr(SharedStream, "add", lambda self, key, prompts, *args: computed.extend(prompts) or real_add(self, key, prompts, *args))
     resumed = run_entry(loaded.model, loaded.tokenizer, batch_size=3, max_new_tokens=40,
                         store=PredictionStore(path, {"s": 1}))
     assert sorted(i for i, _ in computed) == sorted(set(range(len(EXAMPLES))) - set(kept))

@@ -36,6 +36,7 @@ def _lines(path):
 
 def _count_generated(monkeypatch):
     from lladapt.evaluation import runner
+    from lladapt.evaluation.streaming import SharedStream
 
     seen = []
     real = runner.generate_batch
@@ -45,13 +46,13 @@ def _count_generated(monkeypatch):
         return real(model, tokenizer, prompts, decoding)
 
     monkeypatch.setattr(runner, "generate_batch", counting)
-    real_stream = runner.generate_stream  # the continuous path (one process, greedy)
+    real_add = SharedStream.add  # the continuous path (one process, greedy)
 
-    def counting_stream(model, tokenizer, prompts, decoding, **kwargs):
+    def counting_add(self, key, prompts, *args):
         seen.extend(index for index, _ in prompts)
-        return real_stream(model, tokenizer, prompts, decoding, **kwargs)
+        return real_add(self, key, prompts, *args)
 
-    monkeypatch.setattr(runner, "generate_stream", counting_stream)
+    monkeypatch.setattr(SharedStream, "add", counting_add)
     return seen
 
 

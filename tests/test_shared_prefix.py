@@ -30,13 +30,14 @@ def _prompt_ids(loaded, examples=EXAMPLES):
     return loaded.tokenizer([template.eval_prompt(ex) for ex in examples])["input_ids"]
 
 
-def _run(model, prompts, prefix=(), max_rows=3, tokens=12):
-    """Every prompt through one batcher; each row's tokens, and the width of every forward."""
+def _run(model, prompts, prefix=(), max_rows=3, tokens=12, own=None):
+    """Every prompt through one batcher (row ``i`` with the prefix ``own[i]`` when given); each
+    row's tokens, and the width of every forward."""
     widths = []
     handle = model.register_forward_pre_hook(
         lambda module, args, kwargs: widths.append(kwargs["input_ids"].shape[1]), with_kwargs=True)
     batcher = ContinuousBatcher(model, max_rows=max_rows, prefix_ids=prefix)
-    rows = [Row(ids, tokens) for ids in prompts]
+    rows = [Row(ids, tokens, prefix_ids=None if own is None else own[i]) for i, ids in enumerate(prompts)]
     try:
         for row in rows:
             batcher.submit(row)
@@ -62,6 +63,22 @@ def test_rows_starting_from_the_prefilled_prefix_get_a_full_prefills_tokens(stor
     assert widths.count(len(prefix)) == 1
     assert all(w <= max(map(len, prompts)) - len(prefix) for w in widths[3:])  # later: the rest only
     assert max(full_widths[1:]) > max(widths[3:])  # a full prefill after the first: wider
+
+
+def test_rows_with_prefixes_of_their_own_share_one_batcher(stories260k):
+    """Rows of two entries, each with its own prefix (a row's ``prefix_ids`` over the batcher's):
+    each prefix is prefilled once, and every row gets a full prefill's tokens."""
+    model = stories(stories260k).model.eval()
+    prompts = _prompt_ids(stories(stories260k))
+    full, _ = _run(model, prompts)
+    prefix = shared_prefix(prompts)
+    own = [prefix[:-5] if i % 2 else prefix for i in range(len(prompts))]  # odd rows: a shorter one
+    tokens, widths = _run(model, prompts, (7,) * len(prefix), own=own)  # the batcher's matches none
+    assert tokens == full
+    assert (widths.count(len(prefix)), widths.count(len(prefix) - 5)) == (1, 1)
+    # the first admission: the longer prefix, rows 0 and 2 after it, the shorter one, row 1 after it
+    assert widths[:4] == [len(prefix), max(len(prompts[0]), len(prompts[2])) - len(prefix),
+                          len(prefix) - 5, len(prompts[1]) - len(prefix) + 5]
 
 
 def test_the_first_tokens_logits_are_a_full_prefills(stories260k):

@@ -89,13 +89,17 @@ class Sampling:
 class Row:
     """One request: its prompt ids, its limits, its adapter slot and where its tokens go.
 
-    ``tokens`` holds what was generated (the stop token included); ``finish_reason`` is
+    ``prefix_ids``, when given, replaces the batcher's shared prefix for this row (rows of
+    several evaluation entries, each with its own, share one batcher). ``tokens`` holds what was generated (the stop token included); ``finish_reason`` is
     ``stop`` (a stop token, or a stop the streamer asked for), ``length``, ``cancelled`` or
     ``error`` once the row ended, and ``done`` is set then. Any thread may call :meth:`stop`."""
 
     def __init__(self, prompt_ids: Sequence[int], max_new_tokens: int, *, stop_ids: Iterable[int] = (),
-                 sampling: Sampling = Sampling(), slot: int = -1, streamer: Any = None):
+                 sampling: Sampling = Sampling(), slot: int = -1, streamer: Any = None,
+                 prefix_ids: Sequence[int] | None = None):
         self.prompt_ids = list(prompt_ids)
+        #: the opening this row may share with others (prefilled once); None: the batcher's
+        self.prefix_ids = None if prefix_ids is None else tuple(prefix_ids)
         self.max_new_tokens = max_new_tokens
         self.stop_ids = frozenset(stop_ids)
         self.sampling = sampling
@@ -199,6 +203,7 @@ class ContinuousBatcher:
         self.extra = {"logits_to_keep": 1} if "logits_to_keep" in forward_parameters(model) else {}
         self.max_rows = max_rows
         self.pad_id = pad_id
+        self.per_row = select_rows is not None
         self.select_rows = select_rows or (lambda slots: None)
         self.device = model_device(model)
         self.rows: list[Row] = []
@@ -208,7 +213,7 @@ class ContinuousBatcher:
         self._mask: torch.Tensor | None = None
         self._last: torch.Tensor | None = None
         self.prefix_ids = tuple(prefix_ids)
-        self._prefix: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._prefixes: dict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = {}
 
     def submit(self, row: Row) -> None:
         with self._lock:
@@ -261,27 +266,27 @@ class ContinuousBatcher:
         return output_cache(out), [row.pick(logits[i]) for i, row in enumerate(rows)]
 
     def _admit(self, new: list[Row]) -> None:
-        """Prefill ``new``: the rows whose prompt goes on past the shared prefix start from its
-        keys (computed once), the others from nothing."""
-        cut = len(self.prefix_ids)
-        shared: list[Row] = []
-        whole: list[Row] = []
+        """Prefill ``new``, one forward per shared prefix: the rows whose prompt goes on past
+        their prefix (their own, else the batcher's) start from its keys (computed once), the
+        others from nothing."""
+        groups: dict[tuple[int, ...], list[Row]] = {}
         for row in new:
-            starts = cut and len(row.prompt_ids) > cut and tuple(row.prompt_ids[:cut]) == self.prefix_ids
-            (shared if starts else whole).append(row)
-        for group, start in ((shared, cut), (whole, 0)):
-            if group:
-                self._prefill(group, start)
+            prefix = self.prefix_ids if row.prefix_ids is None else row.prefix_ids
+            starts = len(row.prompt_ids) > len(prefix) and tuple(row.prompt_ids[: len(prefix)]) == prefix
+            groups.setdefault(prefix if starts else (), []).append(row)
+        for prefix, group in groups.items():  # in the order of their first rows
+            self._prefill(group, prefix)
 
-    def _prefill(self, new: list[Row], start: int) -> None:
-        """Prefill ``new``, whose first ``start`` prompt tokens are the shared prefix (0: none),
-        and add the rows still running to the batch."""
+    def _prefill(self, new: list[Row], prefix: tuple[int, ...]) -> None:
+        """Prefill ``new``, whose prompts start with ``prefix`` (empty: none), and add the rows
+        still running to the batch."""
         import torch
         from transformers import DynamicCache
 
+        start = len(prefix)
         ids, mask = left_padded([row.prompt_ids[start:] for row in new], self.pad_id, self.device)
         if start:
-            cache = cache_holding(self.model.config, self._prefix_tensors(), len(new))
+            cache = cache_holding(self.model.config, self._prefix_tensors(prefix), len(new))
             mask = torch.cat([mask.new_ones((len(new), start)), mask], dim=-1)
         else:
             cache = DynamicCache(config=self.model.config)
@@ -306,17 +311,19 @@ class ContinuousBatcher:
             self._last = torch.cat([self._last, last])
         self.rows += [new[i] for i in live]
 
-    def _prefix_tensors(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Each layer's keys and values of the shared prefix, computed at the first use."""
+    def _prefix_tensors(self, prefix: tuple[int, ...]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each layer's keys and values of ``prefix``, computed at its first use."""
         import torch
         from transformers import DynamicCache
 
-        if self._prefix is None:
-            ids = torch.tensor([self.prefix_ids], device=self.device)
+        if self.per_row:
+            raise ValueError("a shared prefix is computed once for one model: no per-row adapters (select_rows)")
+        if prefix not in self._prefixes:
+            ids = torch.tensor([prefix], device=self.device)
             mask = torch.ones_like(ids)
             out = self._call(ids, mask, positions(mask), DynamicCache(config=self.model.config))
-            self._prefix = plain_layer_tensors(output_cache(out))
-        return self._prefix
+            self._prefixes[prefix] = plain_layer_tensors(output_cache(out))
+        return self._prefixes[prefix]
 
     def _decode(self) -> None:
         import torch

@@ -1,15 +1,17 @@
 """Evaluating one dataset entry: prompts -> (resume) -> length-sorted batches -> generation or
 log-likelihood -> predictions appended as batches finish -> score. Greedy generation on a model
 whose forward is transformers' own runs every item through one continuous batcher instead
-(:mod:`.streaming`; predictions appended as rows finish). And the settings that make two
-evaluations comparable (what a resumed run must share with the interrupted one)."""
+(:mod:`.streaming`; predictions appended as rows finish), and :func:`evaluate_entries` runs
+several such entries through one batcher, each entry's last rows beside the next one's first.
+And the settings that make two evaluations comparable (what a resumed run must share with the
+interrupted one)."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -23,7 +25,7 @@ from lladapt.evaluation.packing import packed_linears
 from lladapt.evaluation.progress import NoProgress, Progress
 from lladapt.evaluation.scoring import Prediction, Score, judge
 from lladapt.evaluation.store import PredictionStore, prompt_hash
-from lladapt.evaluation.streaming import generate_stream, shared_prefix
+from lladapt.evaluation.streaming import SharedStream, shared_prefix
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedTokenizerBase
@@ -72,6 +74,24 @@ def entry_labels(keys: Sequence[tuple[str, str]]) -> list[str]:
         n = seen[(name, split)]
         labels.append(f"{name}-{split}" + (f"-{n}" if n > 1 else ""))
     return labels
+
+
+@dataclass
+class Work:
+    """An entry's prompts, the records read back from its predictions file, and the items left."""
+
+    prompts: list[str]
+    done: dict[int, dict[str, Any]]
+    pending: list[int]
+
+
+def plan(template: PromptTemplate, entry: Entry, store: PredictionStore | None = None) -> Work:
+    """``entry``'s :class:`Work`; with a ``store``, what it holds is read back (and repaired) by
+    the main process, and the others take what it found."""
+    procs = processes()
+    prompts = [template.eval_prompt(ex) for ex in entry.examples]
+    done = procs.from_main(store.load(prompts) if store is not None and procs.main else {})
+    return Work(prompts, done, [i for i in range(len(prompts)) if i not in done])
 
 
 def adapter_identity(model: Any) -> dict[str, Any] | None:
@@ -157,9 +177,14 @@ def evaluate_entry(
     *,
     store: PredictionStore | None = None,
     progress: Progress | None = None,
+    work: Work | None = None,
+    stream: SharedStream | None = None,
 ) -> Score:
-    """Evaluate ``entry``; with a ``store``, resume from and append to its predictions file.
-    The caller puts the model in eval mode (:func:`prepared`).
+    """Evaluate ``entry``; with a ``store``, resume from and append to its predictions file
+    (``work``: what :func:`plan` found in it, read again when not given). The caller puts the
+    model in eval mode (:func:`prepared`). On the ``continuous`` path the items go through
+    ``stream`` (a batcher of their own when not given), where :func:`evaluate_entries` may have
+    queued them already.
 
     Several processes (``accelerate launch``) share the batches round by round: in each round
     process ``r`` computes the round's ``r``-th batch, the main process appends the round's
@@ -171,17 +196,15 @@ def evaluate_entry(
     progress = (progress or NoProgress()) if procs.main else NoProgress()
     started = time.perf_counter()
     examples = entry.examples
-    prompts = [template.eval_prompt(ex) for ex in examples]
-    # the main process reads (and repairs) the file; the others take what it found
-    done = procs.from_main(store.load(prompts) if store is not None and procs.main else {})
+    work = work or plan(template, entry, store)
+    prompts, done, pending = work.prompts, work.done, work.pending
     records: dict[int, dict[str, Any]] = dict(done)
-    pending = [i for i in range(len(examples)) if i not in done]
     path = None if evaluation.scoring == "loglik" else generation_path(model, evaluation.decoding)
     progress.start(entry.label, len(examples), len(done),
                    sum(judge(entry.parser, r["response"], examples[i].answer)[1] for i, r in done.items()))
     try:
         with packed_linears(model, evaluation.pack_weights and bool(pending)):
-            rounds = _rounds(model, tokenizer, template, entry, prompts, pending, evaluation, path)
+            rounds = _rounds(model, tokenizer, template, entry, work, evaluation, path, stream)
             for new, seconds in _timed(rounds):
                 _judge_batch(new, entry, prompts, seconds)
                 for batch_records in procs.gather(new):  # in process order: the batches' order
@@ -198,25 +221,75 @@ def evaluate_entry(
     return result
 
 
+def evaluate_entries(
+    model: Any, tokenizer: PreTrainedTokenizerBase, template: PromptTemplate,
+    jobs: Sequence[tuple[Entry, Evaluation, PredictionStore | None]], *,
+    progress: Progress | None = None, starting: Callable[[Entry], None] = lambda entry: None,
+) -> Iterator[Score]:
+    """:func:`evaluate_entry` for each ``(entry, evaluation, store)`` in turn (``starting`` hears
+    of each first). Every store is read before any item is computed, and the entries on the
+    ``continuous`` path share one batcher (:class:`.streaming.SharedStream`): the slots an
+    entry's last rows free take the next entry's first prompts. The answers are the same; an
+    entry's ``seconds`` then include the next entry's rows computed during its own."""
+    works = [plan(template, entry, store) for entry, _, store in jobs]
+    stream = _shared_stream(model, tokenizer, [(entry, evaluation, work) for (entry, evaluation, _), work
+                                               in zip(jobs, works, strict=True)])
+    for (entry, evaluation, store), work in zip(jobs, works, strict=True):
+        starting(entry)
+        yield evaluate_entry(model, tokenizer, template, entry, evaluation, store=store,
+                             progress=progress, work=work, stream=stream)
+
+
+def _shared_stream(model: Any, tokenizer: PreTrainedTokenizerBase,
+                   jobs: Sequence[tuple[Entry, Evaluation, Work]]) -> SharedStream | None:
+    """One stream holding the pending items of every entry on the ``continuous`` path, in
+    order (None for fewer than two such entries, or different batch sizes)."""
+    streamed = [(entry, evaluation.decoding, work) for entry, evaluation, work in jobs
+                if work.pending and evaluation.scoring == "generate"
+                and generation_path(model, evaluation.decoding) == "continuous"]
+    if len(streamed) < 2 or len({decoding.batch_size for _, decoding, _ in streamed}) > 1:
+        return None
+    stream = SharedStream(model, tokenizer, streamed[0][1])
+    for entry, decoding, work in streamed:
+        _queue(stream, tokenizer, entry, work, decoding)
+    return stream
+
+
+def _token_batches(tokenizer: PreTrainedTokenizerBase, work: Work,
+                   decoding: Decoding) -> tuple[list[list[int]], list[list[int]]]:
+    """Every prompt's token ids, and the pending items in length-sorted batches."""
+    ids = tokenizer(work.prompts)["input_ids"] if work.pending else []
+    return ids, length_sorted_batches(work.pending, [len(i) for i in ids], decoding.batch_size,
+                                      sort=decoding.sort_by_length)
+
+
+def _queue(stream: SharedStream, tokenizer: PreTrainedTokenizerBase, entry: Entry, work: Work,
+           decoding: Decoding) -> None:
+    """Add ``entry``'s pending items to ``stream``, longest first, with the prefix every prompt
+    of the entry shares (all items, not only those pending: a resumed run computes its items as
+    the first run did)."""
+    ids, batches = _token_batches(tokenizer, work, decoding)
+    stream.add(entry.label, [(i, ids[i]) for batch in batches for i in batch], decoding,
+               shared_prefix(ids))
+
+
 def _rounds(
     model: Any, tokenizer: PreTrainedTokenizerBase, template: PromptTemplate, entry: Entry,
-    prompts: Sequence[str], pending: Sequence[int], evaluation: Evaluation, path: str | None,
+    work: Work, evaluation: Evaluation, path: str | None, stream: SharedStream | None,
 ) -> Iterator[list[dict[str, Any]]]:
     """This process's new records, one list a round: its batch of the round (empty when the
     round has none for it), or on the ``continuous`` path the items each step finished."""
     procs = processes()
     decoding = evaluation.decoding
-    ids = tokenizer(prompts)["input_ids"] if pending else []
-    batches = length_sorted_batches(pending, [len(i) for i in ids], decoding.batch_size,
-                                    sort=decoding.sort_by_length)
+    prompts = work.prompts
     if path == "continuous":
-        order = [(i, ids[i]) for batch in batches for i in batch]  # longest first
-        # the prefix every prompt of the entry shares (all items, not only those pending: a resumed
-        # run computes its items as the first run did)
-        prefix = shared_prefix(ids)
-        for finished in generate_stream(model, tokenizer, order, decoding, prefix_ids=prefix):
+        stream = stream or SharedStream(model, tokenizer, decoding)
+        if entry.label not in stream:
+            _queue(stream, tokenizer, entry, work, decoding)
+        for finished in stream.finished(entry.label):
             yield [_record(template, prompts[i], i, g) for i, g in finished]
         return
+    _, batches = _token_batches(tokenizer, work, decoding)
     for first in range(0, len(batches), procs.world):
         mine = batches[first + procs.rank] if first + procs.rank < len(batches) else []
         if not mine:

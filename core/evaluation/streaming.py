@@ -15,7 +15,8 @@ the text as on the batched path.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lladapt.evaluation.continuous import ContinuousBatcher, Row
@@ -30,7 +31,7 @@ from lladapt.evaluation.generation import (
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedTokenizerBase
 
-__all__ = ["StopStrings", "generate_stream", "shared_prefix"]
+__all__ = ["SharedStream", "StopStrings", "generate_stream", "shared_prefix"]
 
 #: tokens decoded before the shortest window that can hold a stop string (one character a token
 #: at worst): a window's first token may decode differently (a leading space dropped, a byte of a
@@ -75,8 +76,8 @@ class StopStrings:
 
 
 def _row(tokenizer: PreTrainedTokenizerBase, prompt_ids: Sequence[int], decoding: Decoding,
-         stops: Sequence[int]) -> Row:
-    row = Row(prompt_ids, decoding.max_new_tokens, stop_ids=stops)
+         stops: Sequence[int], prefix_ids: Sequence[int]) -> Row:
+    row = Row(prompt_ids, decoding.max_new_tokens, stop_ids=stops, prefix_ids=prefix_ids)
     if any(decoding.stop):
         watch = StopStrings(tokenizer, decoding.stop, prompt_ids)
         row.streamer, watch.row = watch, row
@@ -100,31 +101,93 @@ def shared_prefix(prompts: Sequence[Sequence[int]], minimum: int = MIN_PREFIX) -
     return tuple(first[:cut]) if cut >= minimum else ()
 
 
+@dataclass
+class _Feed:
+    """One key's prompts: those waiting, and the rows that ended and were not yet asked for."""
+
+    decoding: Decoding
+    prefix_ids: tuple[int, ...]
+    waiting: deque[tuple[int, Sequence[int]]]
+    running: int = 0
+    ended: list[tuple[int, Row]] = field(default_factory=list)
+
+
+class SharedStream:
+    """The prompts of several keys (evaluation entries) through one continuous batcher, key
+    after key: once a key's last prompts are running, the slots they free go to the next key's
+    first prompts, so that only the last key ends on a draining batch (each entry's last rows,
+    up to ``max_new_tokens`` long, would otherwise run with ever fewer rows beside them). A key's
+    rows that end before :meth:`finished` asks for them are kept until it does.
+
+    ``model``: in eval mode, its adapter merged by the caller where it can be
+    (:func:`.runner.prepared`); a base model or a module adapter, on the ``continuous`` path
+    (:func:`.generation.generation_path`) for every key's decoding."""
+
+    def __init__(self, model: Any, tokenizer: PreTrainedTokenizerBase, decoding: Decoding):
+        from lladapt.evaluation.decode import _hf_model
+
+        self.tokenizer = tokenizer
+        self.stops = stop_token_ids(model, tokenizer)
+        pad = generation_config(model, tokenizer, decoding).pad_token_id
+        self.batcher = ContinuousBatcher(_hf_model(model), max_rows=decoding.batch_size, pad_id=pad or 0)
+        self._feeds: dict[Hashable, _Feed] = {}
+        self._running: list[tuple[_Feed, int, Row]] = []
+
+    def add(self, key: Hashable, prompts: Sequence[tuple[int, Sequence[int]]], decoding: Decoding,
+            prefix_ids: Sequence[int] = ()) -> None:
+        """Queue ``key``'s ``(index, prompt_ids)`` after the keys added before it. ``prompt_ids``:
+        the prompt's token ids as the tokenizer encodes it alone; the prompts that start with
+        ``prefix_ids`` share its keys and values, computed once."""
+        if key in self._feeds:
+            raise ValueError(f"{key!r} is already in the stream")
+        self._feeds[key] = _Feed(decoding, tuple(prefix_ids), deque(prompts))
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._feeds
+
+    def finished(self, key: Hashable) -> Iterator[list[tuple[int, Generated]]]:
+        """``(index, Generated)`` for each of ``key``'s prompts as its row finishes: one list after
+        each step that finished some (at once for those that finished before), until all have."""
+        feed = self._feeds[key]
+        while feed.ended or feed.waiting or feed.running:
+            if not feed.ended:
+                self._step()
+                continue
+            ended, feed.ended = feed.ended, []
+            yield [(index, _generated(self.tokenizer, row, self.stops, feed.decoding)) for index, row in ended]
+        del self._feeds[key]
+
+    def _step(self) -> None:
+        """Fill the free slots with the next prompts (in the keys' order), run one step, and
+        hand the rows that ended to their keys."""
+        for feed in self._feeds.values():
+            while feed.waiting and len(self._running) < self.batcher.max_rows:  # a free slot takes the next prompt
+                index, prompt_ids = feed.waiting.popleft()
+                row = _row(self.tokenizer, prompt_ids, feed.decoding, self.stops, feed.prefix_ids)
+                self._running.append((feed, index, row))
+                feed.running += 1
+                self.batcher.submit(row)
+        self.batcher.step()
+        running = []
+        for feed, index, row in self._running:
+            if row.finished:
+                feed.ended.append((index, row))
+                feed.running -= 1
+            else:
+                running.append((feed, index, row))
+        self._running = running
+
+
 def generate_stream(
     model: Any, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[tuple[int, Sequence[int]]],
     decoding: Decoding, *, prefix_ids: Sequence[int] = (),
 ) -> Iterator[list[tuple[int, Generated]]]:
     """``(index, Generated)`` for each ``(index, prompt_ids)`` of ``prompts`` as its row finishes:
-    one list after each step that finished some rows. ``prompt_ids``: the prompt's token ids as
-    the tokenizer encodes it alone (the unpadded row of the left-padded batch the batched path
-    encodes). ``model``: in eval mode, its adapter merged by the caller where it can be
-    (:func:`.runner.prepared`); a base model or a module adapter. The prompts that start with
-    ``prefix_ids`` share its keys and values, computed once."""
-    from lladapt.evaluation.decode import _hf_model
-
-    stops = stop_token_ids(model, tokenizer)
-    pad = generation_config(model, tokenizer, decoding).pad_token_id
-    batcher = ContinuousBatcher(_hf_model(model), max_rows=decoding.batch_size, pad_id=pad or 0,
-                                prefix_ids=prefix_ids)
-    waiting = deque(prompts)
-    running: list[tuple[int, Row]] = []
-    while waiting or running:
-        while waiting and len(running) < batcher.max_rows:  # a free slot takes the next prompt
-            index, prompt_ids = waiting.popleft()
-            running.append((index, _row(tokenizer, prompt_ids, decoding, stops)))
-            batcher.submit(running[-1][1])
-        batcher.step()
-        ended = [(index, row) for index, row in running if row.finished]
-        if ended:
-            running = [(index, row) for index, row in running if not row.finished]
-            yield [(index, _generated(tokenizer, row, stops, decoding)) for index, row in ended]
+    one list after each step that finished some rows (a :class:`SharedStream` of one key).
+    ``prompt_ids``: the prompt's token ids as the tokenizer encodes it alone (the unpadded row of
+    the left-padded batch the batched path encodes). ``model``: in eval mode, its adapter merged
+    by the caller where it can be (:func:`.runner.prepared`); a base model or a module adapter.
+    The prompts that start with ``prefix_ids`` share its keys and values, computed once."""
+    stream = SharedStream(model, tokenizer, decoding)
+    stream.add(None, prompts, decoding, prefix_ids)
+    yield from stream.finished(None)

@@ -16,7 +16,7 @@ from lladapt.evaluation.runner import (
     Evaluation,
     adapter_identity,
     entry_labels,
-    evaluate_entry,
+    evaluate_entries,
     prepared,
 )
 from lladapt.evaluation.store import PredictionStore
@@ -107,16 +107,21 @@ def evaluate_all(
     adapter = adapter_identity(model)
     summaries = []
     with prepared(model, merge=config.eval.merge_adapter and config.eval.protocol == "fast") as merged:
+        jobs = []
         for entry in entries_for(config, sets):
             evaluation = evaluation_for(config, entry.dataset.max_new_tokens)
             store = PredictionStore(out / eval_dir / f"{entry.label}.jsonl",
                                     answer_settings(config, model, entry, evaluation, adapter))
             if fresh and processes().main:
                 store.discard()
+            jobs.append((entry, evaluation, store))
+
+        def starting(entry: Entry) -> None:
             echo(f"evaluating {entry.label}: {len(entry.examples)} examples"
                  + (" (adapter merged)" if merged else ""))
-            scored = evaluate_entry(model, tokenizer, template, entry, evaluation, store=store,
-                                    progress=progress)
+
+        scores = evaluate_entries(model, tokenizer, template, jobs, progress=progress, starting=starting)
+        for (entry, _, _), scored in zip(jobs, scores, strict=True):
             scored.notes = _notes(config, entry)
             if scored.computed < scored.total:
                 scored.notes["resumed"] = scored.total - scored.computed
