@@ -90,9 +90,10 @@ class Row:
     """One request: its prompt ids, its limits, its adapter slot and where its tokens go.
 
     ``prefix_ids``, when given, replaces the batcher's shared prefix for this row (rows of
-    several evaluation entries, each with its own, share one batcher). ``tokens`` holds what was generated (the stop token included); ``finish_reason`` is
-    ``stop`` (a stop token, or a stop the streamer asked for), ``length``, ``cancelled`` or
-    ``error`` once the row ended, and ``done`` is set then. Any thread may call :meth:`stop`."""
+    several evaluation entries, each with its own, share one batcher). ``tokens`` holds what was
+    generated (the stop token included); ``finish_reason`` is ``stop`` (a stop token, or a stop
+    the streamer asked for), ``length``, ``cancelled`` or ``error`` once the row ended, and
+    ``done`` is set then. Any thread may call :meth:`stop`."""
 
     def __init__(self, prompt_ids: Sequence[int], max_new_tokens: int, *, stop_ids: Iterable[int] = (),
                  sampling: Sampling = Sampling(), slot: int = -1, streamer: Any = None,
