@@ -108,7 +108,6 @@ class _Feed:
     decoding: Decoding
     prefix_ids: tuple[int, ...]
     waiting: deque[tuple[int, Sequence[int]]]
-    running: int = 0
     ended: list[tuple[int, Row]] = field(default_factory=list)
 
 
@@ -149,7 +148,7 @@ class SharedStream:
         """``(index, Generated)`` for each of ``key``'s prompts as its row finishes: one list after
         each step that finished some (at once for those that finished before), until all have."""
         feed = self._feeds[key]
-        while feed.ended or feed.waiting or feed.running:
+        while feed.ended or feed.waiting or any(mine is feed for mine, _, _ in self._running):
             if not feed.ended:
                 self._step()
                 continue
@@ -165,17 +164,12 @@ class SharedStream:
                 index, prompt_ids = feed.waiting.popleft()
                 row = _row(self.tokenizer, prompt_ids, feed.decoding, self.stops, feed.prefix_ids)
                 self._running.append((feed, index, row))
-                feed.running += 1
                 self.batcher.submit(row)
         self.batcher.step()
-        running = []
         for feed, index, row in self._running:
             if row.finished:
                 feed.ended.append((index, row))
-                feed.running -= 1
-            else:
-                running.append((feed, index, row))
-        self._running = running
+        self._running = [running for running in self._running if not running[2].finished]
 
 
 def generate_stream(
