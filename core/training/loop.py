@@ -87,7 +87,8 @@ def train(
     run.start_clock(found.state if found is not None else None)
     # a sharded base is gathered in bf16 by FSDP; else (CPU bf16) the frozen weights run in bf16
     run.frozen = run.precision.frozen_weights_cast(run.model)
-    with run.frozen if not run.sharded else contextlib.nullcontext(), StopSignals() as stop, Progress(
+    with run.frozen if not run.sharded else contextlib.nullcontext(), run.precision.attention(run.model), \
+            StopSignals() as stop, Progress(
         settings.progress if run.main else "none", run.steps, echo=echo, metrics=metrics if run.main else None
     ) as progress, Tracking(run.accelerator, settings.report_to, run_config) as tracking:
         progress.advance(run.start_step - 1)

@@ -81,6 +81,16 @@ class Precision:
 
         return FrozenInBf16(model, active=self.dtype is torch.bfloat16 and self.device.type == "cpu")
 
+    def attention(self, model: torch.nn.Module) -> contextlib.AbstractContextManager[bool]:
+        """The model's attention in fp32 for the run (:func:`~lladapt.training.attention.fp32_attention`)
+        on the CPU under bf16 without AMX, where torch's bf16 attention kernel is the slower one."""
+        import torch
+
+        from lladapt.training.attention import fp32_attention
+
+        return fp32_attention(model, active=self.dtype is torch.bfloat16 and self.device.type == "cpu"
+                              and "amx_bf16" not in cpu_flags())
+
     def backward(self, loss: torch.Tensor) -> None:
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
 
