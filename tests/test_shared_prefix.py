@@ -6,7 +6,6 @@ the evaluator takes the prefix over all of an entry's items."""
 
 from __future__ import annotations
 
-import pytest
 import torch
 from adapters_support import one_torch_thread  # noqa: F401
 from eval_support import EXAMPLES, answers, run_entry, stories
@@ -31,13 +30,13 @@ def _prompt_ids(loaded, examples=EXAMPLES):
 
 
 def _run(model, prompts, prefix=(), max_rows=3, tokens=12, own=None):
-    """Every prompt through one batcher (row ``i`` with the prefix ``own[i]`` when given); each
-    row's tokens, and the width of every forward."""
+    """Every prompt through one batcher, each row with ``prefix`` (row ``i`` with ``own[i]`` when
+    given); each row's tokens, and the width of every forward."""
     widths = []
     handle = model.register_forward_pre_hook(
         lambda module, args, kwargs: widths.append(kwargs["input_ids"].shape[1]), with_kwargs=True)
-    batcher = ContinuousBatcher(model, max_rows=max_rows, prefix_ids=prefix)
-    rows = [Row(ids, tokens, prefix_ids=None if own is None else own[i]) for i, ids in enumerate(prompts)]
+    batcher = ContinuousBatcher(model, max_rows=max_rows)
+    rows = [Row(ids, tokens, prefix_ids=prefix if own is None else own[i]) for i, ids in enumerate(prompts)]
     try:
         for row in rows:
             batcher.submit(row)
@@ -66,14 +65,14 @@ def test_rows_starting_from_the_prefilled_prefix_get_a_full_prefills_tokens(stor
 
 
 def test_rows_with_prefixes_of_their_own_share_one_batcher(stories260k):
-    """Rows of two entries, each with its own prefix (a row's ``prefix_ids`` over the batcher's):
-    each prefix is prefilled once, and every row gets a full prefill's tokens."""
+    """Rows of two entries, each with its own prefix: each prefix is prefilled once, and every
+    row gets a full prefill's tokens."""
     model = stories(stories260k).model.eval()
     prompts = _prompt_ids(stories(stories260k))
     full, _ = _run(model, prompts)
     prefix = shared_prefix(prompts)
     own = [prefix[:-5] if i % 2 else prefix for i in range(len(prompts))]  # odd rows: a shorter one
-    tokens, widths = _run(model, prompts, (7,) * len(prefix), own=own)  # the batcher's matches none
+    tokens, widths = _run(model, prompts, own=own)
     assert tokens == full
     assert (widths.count(len(prefix)), widths.count(len(prefix) - 5)) == (1, 1)
     # the first admission: the longer prefix, rows 0 and 2 after it, the shorter one, row 1 after it
@@ -91,9 +90,9 @@ def test_the_first_tokens_logits_are_a_full_prefills(stories260k):
     handle = model.register_forward_hook(lambda m, a, out: seen.append(out.logits[:, -1].clone()))
     try:
         for name, cut in (("full", ()), ("shared", prefix)):
-            batcher = ContinuousBatcher(model, max_rows=4, prefix_ids=cut)
+            batcher = ContinuousBatcher(model, max_rows=4)
             for ids in prompts:
-                batcher.submit(Row(ids, 1))
+                batcher.submit(Row(ids, 1, prefix_ids=cut))
             batcher.step()
             logits[name] = seen[-1]
     finally:
@@ -103,9 +102,19 @@ def test_the_first_tokens_logits_are_a_full_prefills(stories260k):
 
 
 def test_a_shared_prefix_and_per_row_adapters_do_not_mix(stories260k):
-    model = stories(stories260k).model
-    with pytest.raises(ValueError, match="no per-row adapters"):
-        ContinuousBatcher(model, prefix_ids=(1, 2, 3), select_rows=lambda slots: None)
+    """A prefix's keys are computed once, by one model: a batcher that selects an adapter per row
+    ends a row with a prefix in error, and goes on with the others."""
+    model = stories(stories260k).model.eval()
+    batcher = ContinuousBatcher(model, select_rows=lambda slots: None)
+    shared, plain = Row([1, 2, 3, 4, 5], 2, prefix_ids=(1, 2, 3)), Row([1, 2, 3, 4, 5], 2)
+    batcher.submit(shared)
+    batcher.step()
+    assert shared.finish_reason == "error" and isinstance(shared.error, ValueError)
+    assert "no per-row adapters" in str(shared.error)
+    batcher.submit(plain)
+    while batcher.busy:
+        batcher.step()
+    assert plain.finish_reason == "length" and len(plain.tokens) == 2
 
 
 def test_the_evaluator_prefills_the_entrys_prefix_once(stories260k, monkeypatch):

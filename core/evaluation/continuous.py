@@ -89,18 +89,18 @@ class Sampling:
 class Row:
     """One request: its prompt ids, its limits, its adapter slot and where its tokens go.
 
-    ``prefix_ids``, when given, replaces the batcher's shared prefix for this row (rows of
-    several evaluation entries, each with its own, share one batcher). ``tokens`` holds what was
+    ``prefix_ids``: the opening this row may share with others, whose keys and values the batcher
+    computes once (rows of several evaluation entries, each with its own, share one batcher).
+    ``tokens`` holds what was
     generated (the stop token included); ``finish_reason`` is ``stop`` (a stop token, or a stop
     the streamer asked for), ``length``, ``cancelled`` or ``error`` once the row ended, and
     ``done`` is set then. Any thread may call :meth:`stop`."""
 
     def __init__(self, prompt_ids: Sequence[int], max_new_tokens: int, *, stop_ids: Iterable[int] = (),
                  sampling: Sampling = Sampling(), slot: int = -1, streamer: Any = None,
-                 prefix_ids: Sequence[int] | None = None):
+                 prefix_ids: Sequence[int] = ()):
         self.prompt_ids = list(prompt_ids)
-        #: the opening this row may share with others (prefilled once); None: the batcher's
-        self.prefix_ids = None if prefix_ids is None else tuple(prefix_ids)
+        self.prefix_ids = tuple(prefix_ids)
         self.max_new_tokens = max_new_tokens
         self.stop_ids = frozenset(stop_ids)
         self.sampling = sampling
@@ -191,11 +191,8 @@ class ContinuousBatcher:
     :meth:`submit`: one thread calls :meth:`step`."""
 
     def __init__(self, model: Any, *, max_rows: int = 32, pad_id: int = 0,
-                 select_rows: Callable[[torch.Tensor], None] | None = None, prefix_ids: Sequence[int] = ()):
+                 select_rows: Callable[[torch.Tensor], None] | None = None):
         from lladapt.evaluation.generation import model_device
-
-        if prefix_ids and select_rows is not None:
-            raise ValueError("a shared prefix is computed once for one model: no per-row adapters (select_rows)")
 
         self.model = model
         self.cache_name = cache_argument(model)
@@ -213,7 +210,6 @@ class ContinuousBatcher:
         self._cache: Any = None
         self._mask: torch.Tensor | None = None
         self._last: torch.Tensor | None = None
-        self.prefix_ids = tuple(prefix_ids)
         self._prefixes: dict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = {}
 
     def submit(self, row: Row) -> None:
@@ -268,11 +264,10 @@ class ContinuousBatcher:
 
     def _admit(self, new: list[Row]) -> None:
         """Prefill ``new``, one forward per shared prefix: the rows whose prompt goes on past
-        their prefix (their own, else the batcher's) start from its keys (computed once), the
-        others from nothing."""
+        their prefix start from its keys (computed once), the others from nothing."""
         groups: dict[tuple[int, ...], list[Row]] = {}
         for row in new:
-            prefix = self.prefix_ids if row.prefix_ids is None else row.prefix_ids
+            prefix = row.prefix_ids
             starts = len(row.prompt_ids) > len(prefix) and tuple(row.prompt_ids[: len(prefix)]) == prefix
             groups.setdefault(prefix if starts else (), []).append(row)
         for prefix, group in groups.items():  # in the order of their first rows
