@@ -1,10 +1,11 @@
 """Attention in fp32 while the rest of a CPU step runs in bf16 autocast.
 
-Without AMX, torch's CPU flash-attention kernel is slower in bf16 than in fp32. Measured on a
-2-core AMD EPYC with AVX-512 BF16 and no AMX: one SmolLM2 layer's attention (4 x 160 tokens, 9
-query and 3 key/value heads of 64), forward and backward, took 18.2-20.6 ms in bf16 against 8.7-10.1
-ms in fp32 (and 11.1-11.5 ms on the math kernel in bf16). With AMX, torch's bf16 kernel takes its
-AMX path instead; that was not measured, so with AMX the attention is left as it is.
+Without AMX, torch's CPU flash-attention kernel is slower in bf16 than in fp32 on short rows.
+Measured on a 2-core AMD EPYC with AVX-512 BF16 and no AMX, one SmolLM2 layer's attention (4 rows,
+9 query and 3 key/value heads of 64), forward and backward: bf16 took 2.7x fp32's time at 48
+tokens, 1.7x at 96-128, 1.5x at 160, 1.15x at 192, and the same (0.9-1.07x) from 224 to 768
+tokens. With AMX, torch's bf16 kernel takes its AMX path instead; that was not measured, so with
+AMX the attention is left as it is.
 
 Under autocast, LLaMA's queries and keys leave the rotary embedding in fp32 already (the embedding
 multiplies bf16 projections by fp32 cos/sin), and autocast casts them down to bf16 for SDPA and
