@@ -91,10 +91,9 @@ class Row:
 
     ``prefix_ids``: the opening this row may share with others, whose keys and values the batcher
     computes once (rows of several evaluation entries, each with its own, share one batcher).
-    ``tokens`` holds what was
-    generated (the stop token included); ``finish_reason`` is ``stop`` (a stop token, or a stop
-    the streamer asked for), ``length``, ``cancelled`` or ``error`` once the row ended, and
-    ``done`` is set then. Any thread may call :meth:`stop`."""
+    ``tokens`` holds what was generated (the stop token included); ``finish_reason`` is ``stop``
+    (a stop token, or a stop the streamer asked for), ``length``, ``cancelled`` or ``error`` once
+    the row ended, and ``done`` is set then. Any thread may call :meth:`stop`."""
 
     def __init__(self, prompt_ids: Sequence[int], max_new_tokens: int, *, stop_ids: Iterable[int] = (),
                  sampling: Sampling = Sampling(), slot: int = -1, streamer: Any = None,

@@ -49,24 +49,24 @@ def _register() -> None:
     AttentionMaskInterface.register(IMPLEMENTATION, sdpa_mask)
 
 
-def _sdpa_models(model: torch.nn.Module) -> list[Any]:
-    """The transformers models in ``model`` whose attention is SDPA, outermost first."""
+def _outer_sdpa_model(model: torch.nn.Module) -> Any:
+    """The outermost transformers model in ``model`` whose attention is SDPA (None: none is).
+    Setting the implementation on it sets it on the configs it shares with its submodels."""
     from transformers import PreTrainedModel
 
-    return [m for m in model.modules()
-            if isinstance(m, PreTrainedModel) and m.config._attn_implementation == "sdpa"]
+    return next((m for m in model.modules()
+                 if isinstance(m, PreTrainedModel) and m.config._attn_implementation == "sdpa"), None)
 
 
 @contextlib.contextmanager
 def fp32_attention(model: torch.nn.Module, active: bool) -> Iterator[bool]:
     """``model``'s SDPA attention in fp32 for the duration, where ``active``; yields whether it
     is (a model on another attention implementation is left alone)."""
-    found = _sdpa_models(model) if active else []
-    if not found:
+    outer = _outer_sdpa_model(model) if active else None
+    if outer is None:
         yield False
         return
     _register()
-    outer = found[0]  # setting it on the outermost model sets it on the configs it shares
     outer.set_attn_implementation(IMPLEMENTATION)
     try:
         yield True

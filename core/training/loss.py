@@ -93,8 +93,8 @@ def _function():
                 grad_bias = torch.zeros_like(bias, dtype=torch.float32) if bias is not None and bias.requires_grad else None
                 for start in range(0, rows.shape[0], chunk_rows):
                     part, tgt = rows[start:start + chunk_rows], targets[start:start + chunk_rows]
-                    probs, sums = _softmax_in_place(torch.nn.functional.linear(part, weight, bias).float(), tgt)
-                    total += sums
+                    probs, summed = _softmax_in_place(torch.nn.functional.linear(part, weight, bias).float(), tgt)
+                    total += summed
                     probs[torch.arange(len(tgt), device=tgt.device), tgt] -= 1  # d(sum CE)/d(logits)
                     grad = probs.to(weight.dtype)
                     grad_rows[start:start + chunk_rows] = grad @ weight
