@@ -4,6 +4,7 @@ run through ``lladapt.training.train``, so the loop around the model is profiled
 
     .venv/bin/python benchmarks/profile_train.py --steps 1 --precision fp32
     .venv/bin/python benchmarks/profile_train.py --steps 1 --precision bf16 --no-chunked-loss
+    .venv/bin/python benchmarks/profile_train.py --steps 1 --precision bf16 --shapes --rows 40
 
 Prints the operators by self CPU time and by allocated memory.
 """
@@ -27,6 +28,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-chunked-loss", action="store_true")
     parser.add_argument("--rows", type=int, default=25)
+    parser.add_argument("--shapes", action="store_true",
+                        help="one row per operator and input shapes (which matmul, which copy), no memory table")
     args = parser.parse_args()
 
     import setups
@@ -47,15 +50,16 @@ def main() -> None:
     settings = TrainSection(max_steps=args.steps, warmup_steps=100, precision=args.precision,
                             progress="none", save_steps=0)
     started = time.perf_counter()
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=not args.shapes, record_shapes=args.shapes) as prof:
         result = train(model, encoded, settings, learning_rate=3e-4,
                        pad_token_id=loaded.tokenizer.pad_token_id, echo=lambda _: None)
     total = time.perf_counter() - started
     print(f"{result.steps} steps, {result.real_tokens} non-pad tokens, {total:.1f} s under the profiler, "
           f"padded share {result.padded_share:.1%}")
-    table = prof.key_averages()
+    table = prof.key_averages(group_by_input_shape=args.shapes)
     print(table.table(sort_by="self_cpu_time_total", row_limit=args.rows))
-    print(table.table(sort_by="self_cpu_memory_usage", row_limit=12))
+    if not args.shapes:
+        print(table.table(sort_by="self_cpu_memory_usage", row_limit=12))
 
 
 if __name__ == "__main__":

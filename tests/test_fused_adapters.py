@@ -25,9 +25,9 @@ def _grads(out, tensors, seed=1):
 
 def test_fused_low_rank_equals_the_eager_formula_with_the_same_mask():
     a, b, x = _lora()
-    keep = torch.rand(x.shape, generator=torch.Generator().manual_seed(2)) > 0.3
-    out = fused._LowRank.apply(x, a.weight, b.weight, keep, 2.0 / 0.7, torch.float32)
-    ref = b(a(x * keep / 0.7)) * 2.0
+    drop = torch.rand(x.shape, generator=torch.Generator().manual_seed(2)) < 0.3
+    out = fused._LowRank.apply(x, a.weight, b.weight, drop, 2.0 / 0.7, torch.float32)
+    ref = b(a(x * ~drop / 0.7)) * 2.0
     assert torch.allclose(out, ref, atol=1e-5, rtol=1e-5)
     for got, want in zip(_grads(out, (x, a.weight, b.weight)), _grads(ref, (x, a.weight, b.weight)), strict=True):
         assert torch.allclose(got, want, atol=1e-5, rtol=1e-5)
@@ -49,11 +49,13 @@ def test_fused_lora_without_dropout_matches_the_eager_branch(autocast):
 
 
 def test_cpu_dropout_mask_drops_at_the_configured_rate_and_says_its_exact_probability():
-    keep, q = fused.keep_mask(torch.Size([400_000]), 0.05, torch.device("cpu"))
-    assert q == round(0.05 * 32768) / 32768
-    assert abs((1 - keep.float().mean().item()) - q) < 0.002  # ~7 standard deviations
-    keep, q = fused.keep_mask(torch.Size([400_000]), 0.5, torch.device("cpu"))
-    assert abs((1 - keep.float().mean().item()) - 0.5) < 0.005
+    drop, q = fused.drop_mask(torch.Size([400_000]), 0.05, torch.device("cpu"))
+    assert q == round(0.05 * 65536) / 65536
+    assert abs(drop.float().mean().item() - q) < 0.002  # ~7 standard deviations
+    for slice_ in range(4):  # each 16-bit slice of the 64-bit draws drops at the rate
+        assert abs(drop[slice_::4].float().mean().item() - q) < 0.004
+    drop, q = fused.drop_mask(torch.Size([400_000]), 0.5, torch.device("cpu"))
+    assert abs(drop.float().mean().item() - 0.5) < 0.005
 
 
 def test_fused_lora_in_training_mode_drops_inputs_and_rescales_the_kept_ones():
@@ -62,10 +64,29 @@ def test_fused_lora_in_training_mode_drops_inputs_and_rescales_the_kept_ones():
     torch.manual_seed(5)
     out = fused.lora_delta(x, a, b, dropout, 1.0)
     torch.manual_seed(5)
-    keep, q = fused.keep_mask(x.shape, 0.5, x.device)
-    assert torch.allclose(out, b(a(x * keep / (1 - q))), atol=1e-5)
+    drop, q = fused.drop_mask(x.shape, 0.5, x.device)
+    assert torch.allclose(out, b(a(x * ~drop / (1 - q))), atol=1e-5)
     dropout.eval()
     assert torch.allclose(fused.lora_delta(x, a, b, dropout, 1.0), b(a(x)), atol=1e-5)
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_fused_dropout_leaves_the_input_alone_and_matches_the_formula(autocast):
+    a, b, x = _lora()
+    before = x.detach().clone()
+    dropout = nn.Dropout(0.3).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        torch.manual_seed(5)
+        out = fused.lora_delta(x, a, b, dropout, 2.0)
+        torch.manual_seed(5)
+        drop, q = fused.drop_mask(x.shape, 0.3, x.device)
+        ref = b(a(x * ~drop / (1 - q))) * 2.0
+    assert torch.equal(x.detach(), before)  # the mask is applied to a copy, in fp32 too
+    assert 0.2 < drop.float().mean().item() < 0.4
+    tol = 4e-2 if autocast else 1e-5  # bf16: one rounding step at outputs up to ~7
+    assert out.dtype == ref.dtype and torch.allclose(out.float(), ref.float(), atol=tol, rtol=tol)
+    for got, want in zip(_grads(out, (x, a.weight, b.weight)), _grads(ref, (x, a.weight, b.weight)), strict=True):
+        assert torch.allclose(got.float(), want.float(), atol=tol * 10, rtol=tol)
 
 
 def test_fused_bottleneck_matches_the_eager_branch_with_the_same_mask():
@@ -77,8 +98,8 @@ def test_fused_bottleneck_matches_the_eager_branch_with_the_same_mask():
     torch.manual_seed(7)
     out = fused.bottleneck_delta(x, down, up, dropout, torch.nn.functional.silu, 0.5)
     torch.manual_seed(7)
-    keep, q = fused.keep_mask(x.shape, 0.2, x.device)
-    ref = up(torch.nn.functional.silu(down(x * keep / (1 - q)))) * 0.5
+    drop, q = fused.drop_mask(x.shape, 0.2, x.device)
+    ref = up(torch.nn.functional.silu(down(x * ~drop / (1 - q)))) * 0.5
     assert torch.allclose(out, ref, atol=1e-5)
     tensors = (x, down.weight, up.weight)
     for got, want in zip(_grads(out, tensors), _grads(ref, tensors), strict=True):

@@ -28,7 +28,7 @@ def _step(examples, chunked, normalization, autocast="no"):
 @pytest.mark.parametrize("normalization", ["tokens", "micro_batch"])
 def test_chunked_loss_gives_the_plain_loss_and_gradients_of_an_accumulated_step(normalization, monkeypatch):
     calls = []
-    monkeypatch.setattr(loop, "chunked_summed_loss", lambda *a: calls.append(1) or chunked_summed_loss(*a))
+    monkeypatch.setattr(loop, "chunked_summed_loss", lambda *a, **k: calls.append(1) or chunked_summed_loss(*a, **k))
     examples = random_examples(12, seed=3)  # unequal lengths, half with a masked prompt
     plain_loss, plain, _ = _step(examples, False, normalization)
     assert calls == []
@@ -227,3 +227,41 @@ def test_a_cpu_bf16_run_trains_with_fp32_attention_and_sets_the_model_back(tmp_p
     train(model, random_examples(8, seed=1), settings, learning_rate=1e-3, pad_token_id=0, echo=lambda _: None)
     assert set(seen) == {torch.float32} and len(seen) == 2 * 2 * len(model.model.layers)
     assert model.config._attn_implementation == "sdpa"
+
+
+def test_a_frozen_tensor_is_cast_once_and_again_when_it_changes():
+    precision = Precision("bf16", torch.device("cpu"))
+    frozen = torch.randn(8, 4)
+    first = precision.frozen_cast(frozen, torch.bfloat16)
+    assert first.dtype == torch.bfloat16 and precision.frozen_cast(frozen, torch.bfloat16) is first
+    frozen.add_(1)  # changed in place: cast again
+    again = precision.frozen_cast(frozen, torch.bfloat16)
+    assert again is not first and torch.equal(again, frozen.to(torch.bfloat16))
+    trainable = torch.randn(3, requires_grad=True)
+    assert precision.frozen_cast(trainable, torch.bfloat16) is not precision.frozen_cast(trainable, torch.bfloat16)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_a_cpu_bf16_run_casts_the_frozen_output_head_once(tied, monkeypatch):
+    from lladapt.config import TrainSection
+    from lladapt.training import train
+
+    casts = []
+    original = Precision.frozen_cast
+
+    def spy(self, tensor, dtype):
+        out = original(self, tensor, dtype)
+        casts.append((tensor, out, out.dtype))
+        return out
+
+    monkeypatch.setattr(Precision, "frozen_cast", spy)
+    model = tiny_trainable()
+    if tied:  # as SmolLM2's: the head stays fp32 for the embedding, and its bf16 cast is held
+        model.lm_head.weight = model.model.embed_tokens.weight
+    settings = TrainSection(max_steps=2, batch_size=4, micro_batch_size=2, precision="bf16",
+                            progress="none", warmup_steps=0)
+    train(model, random_examples(8, seed=1), settings, learning_rate=1e-3, pad_token_id=0, echo=lambda _: None)
+    head = model.get_output_embeddings().weight
+    assert len(casts) == 2 * 2 and all(tensor is head for tensor, _, _ in casts)  # once per micro-batch
+    assert len({id(out) for _, out, _ in casts}) == 1 and {dtype for *_, dtype in casts} == {torch.bfloat16}
+    assert (casts[0][1] is head) is not tied  # untied, the head is itself in bf16 for the run

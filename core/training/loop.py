@@ -270,7 +270,7 @@ def _summed_loss(model: torch.nn.Module, precision: Precision, batch: Mapping[st
     with bypassed_output_head(model) if chunked else contextlib.nullcontext() as head, precision.autocast():
         out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         if head is not None:
-            return chunked_summed_loss(out, head, batch["labels"])
+            return chunked_summed_loss(out, head, batch["labels"], cast=precision.frozen_cast)
     return summed_loss(out, batch["labels"])
 
 

@@ -9,7 +9,7 @@ cross-entropy, in plain torch)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from lladapt.data.tokenization import IGNORE_INDEX, Encoded
@@ -55,10 +55,13 @@ CHUNK_ROWS = 256
 
 
 def chunked_summed_loss(hidden: torch.Tensor, head: torch.nn.Linear, labels: torch.Tensor,
-                        chunk_rows: int = CHUNK_ROWS) -> torch.Tensor:
+                        chunk_rows: int = CHUNK_ROWS,
+                        cast: Callable[[torch.Tensor, torch.dtype], torch.Tensor] | None = None) -> torch.Tensor:
     """:func:`summed_loss` of ``head(hidden)`` without materialising the logits of every position
     (see the module docstring). Under CPU/CUDA autocast the head runs in the autocast dtype and the
-    cross-entropy in fp32, as in the plain path."""
+    cross-entropy in fp32, as in the plain path; ``cast(tensor, dtype)`` casts the head's
+    parameters there (default ``tensor.to(dtype)``: a caller may hold the cast for a whole run,
+    :meth:`lladapt.training.precision.Precision.frozen_cast`)."""
     import torch
 
     hidden = hidden[:, -labels.shape[1]:, :][:, :-1, :]
@@ -69,8 +72,9 @@ def chunked_summed_loss(hidden: torch.Tensor, head: torch.nn.Linear, labels: tor
     device = hidden.device.type
     if torch.is_autocast_enabled(device):
         dtype = torch.get_autocast_dtype(device)
-        rows, weight = rows.to(dtype), weight.to(dtype)
-        bias = bias.to(dtype) if bias is not None else None
+        cast = cast or torch.Tensor.to
+        rows, weight = rows.to(dtype), cast(weight, dtype)
+        bias = cast(bias, dtype) if bias is not None else None
     with torch.autocast(device, enabled=False):
         return _function().apply(rows, weight, bias, targets, chunk_rows)
 
@@ -79,7 +83,8 @@ def _function():
     """The autograd function behind :func:`chunked_summed_loss` (defined on first use: torch is
     imported lazily). Summed cross-entropy of ``rows @ weight.T + bias`` against ``targets``; the
     gradients are computed chunk by chunk in the forward pass and kept (rows x hidden, never
-    rows x vocabulary), so backward only scales them."""
+    rows x vocabulary), so backward only scales them. Every chunk's logits (and, in bf16, their
+    fp32 copy) are written into the same buffers (:func:`_chunk_buffers`)."""
     global _FUNCTION
     if _FUNCTION is None:
         import torch
@@ -91,12 +96,19 @@ def _function():
                 grad_rows = torch.empty_like(rows)
                 grad_weight = torch.zeros_like(weight, dtype=torch.float32) if weight.requires_grad else None
                 grad_bias = torch.zeros_like(bias, dtype=torch.float32) if bias is not None and bias.requires_grad else None
+                logits_buffer, probs_buffer = _chunk_buffers(min(chunk_rows, rows.shape[0]), weight)
+                copies = logits_buffer is not probs_buffer  # the head runs in bf16/fp16
                 for start in range(0, rows.shape[0], chunk_rows):
                     part, tgt = rows[start:start + chunk_rows], targets[start:start + chunk_rows]
-                    probs, summed = _softmax_in_place(torch.nn.functional.linear(part, weight, bias).float(), tgt)
+                    logits, probs = logits_buffer[:len(tgt)], probs_buffer[:len(tgt)]
+                    if bias is None:
+                        torch.mm(part, weight.t(), out=logits)
+                    else:
+                        torch.addmm(bias, part, weight.t(), out=logits)
+                    probs, summed = _softmax_in_place(probs.copy_(logits) if copies else probs, tgt)
                     total += summed
                     probs[torch.arange(len(tgt), device=tgt.device), tgt] -= 1  # d(sum CE)/d(logits)
-                    grad = probs.to(weight.dtype)
+                    grad = logits.copy_(probs) if copies else probs
                     grad_rows[start:start + chunk_rows] = grad @ weight
                     if grad_weight is not None:
                         grad_weight += (grad.T @ part).float()
@@ -115,6 +127,19 @@ def _function():
 
 
 _FUNCTION = None
+
+
+def _chunk_buffers(rows: int, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Buffers for one chunk's logits in ``weight``'s dtype and in fp32 (the same tensor when
+    that is fp32), allocated once per loss call. A fresh chunk of logits (50 MB in fp32 for 256
+    SmolLM2 rows) is memory the C library maps anew, page by page, at every chunk: in a bf16
+    profile, its casts to and from fp32 were 8% of the step."""
+    import torch
+
+    probs = torch.empty((rows, weight.shape[0]), dtype=torch.float32, device=weight.device)
+    if weight.dtype == torch.float32:
+        return probs, probs
+    return torch.empty((rows, weight.shape[0]), dtype=weight.dtype, device=weight.device), probs
 
 
 def _softmax_in_place(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
