@@ -49,6 +49,32 @@ def test_a_compiled_run_trains_as_the_eager_one_without_graph_breaks():
     torch._dynamo.reset()
 
 
+def test_a_cpu_bf16_run_compiles_on_the_weights_and_attention_its_steps_run(monkeypatch):
+    """Under CPU bf16 the frozen weights turn bf16 and the attention fp32 for the run; compiled
+    before that, every region was traced again at the first step (a dtype guard failed)."""
+    from torch._dynamo.utils import counters
+
+    from lladapt.training import loop
+    from lladapt.training import precision as precision_mod
+
+    monkeypatch.setattr(precision_mod, "cpu_flags", lambda: frozenset({"avx512_bf16"}))  # fp32 attention
+    after_compile = []
+    original = loop._compile
+    monkeypatch.setattr(loop, "_compile", lambda run: (original(run), after_compile.append(
+        counters["stats"]["unique_graphs"]))[0])
+    torch._dynamo.reset()
+    counters.clear()
+    model = tiny_adapted("llama", {"name": "lora", "r": 4, "dropout": 0.0},
+                         {"name": "modules", "modules": ["q", "v", "up", "down"]})
+    settings = TrainSection(max_steps=2, batch_size=4, micro_batch_size=2, precision="bf16",
+                            progress="none", save_steps=0, warmup_steps=0, compile=True)
+    result = train(model, random_examples(8, seed=2), settings, learning_rate=1e-2, pad_token_id=0,
+                   echo=lambda _: None)
+    assert result.compile_seconds > 0.0 and after_compile[0] >= 1
+    assert counters["stats"]["unique_graphs"] == after_compile[0], dict(counters["recompiles"])
+    torch._dynamo.reset()
+
+
 def test_auto_compiles_on_a_cuda_gpu_only_and_not_a_quantized_or_sharded_base():
     gpu = torch.device("cuda", 0)
     plain = tiny_adapted("llama", {"name": "lora", "r": 4})

@@ -81,14 +81,25 @@ def train(
     if resume and run.main and metrics is not None:
         trim_metrics(metrics, run.start_step - 1)  # the steps after the checkpoint are logged again
     model.train()
-    if wants_compile(settings.compile, run.accelerator.device, run.model, run.sharded):
-        run.result.compile_seconds = _compile(run)
-        echo(f"compiled the model in {run.result.compile_seconds:.1f} s (train.compile)")
     run.start_clock(found.state if found is not None else None)
     # a sharded base is gathered in bf16 by FSDP; else (CPU bf16) the frozen weights run in bf16
     run.frozen = run.precision.frozen_weights_cast(run.model)
-    with run.frozen if not run.sharded else contextlib.nullcontext(), run.precision.attention(run.model), \
-            StopSignals() as stop, Progress(
+    with run.frozen if not run.sharded else contextlib.nullcontext(), run.precision.attention(run.model):
+        if wants_compile(settings.compile, run.accelerator.device, run.model, run.sharded):
+            # compiled on the weights' dtype and the attention the steps run: else dynamo traces
+            # every region again at the first step
+            run.result.compile_seconds = _compile(run)
+            echo(f"compiled the model in {run.result.compile_seconds:.1f} s (train.compile)")
+            run.start_clock(found.state if found is not None else None)  # compiling is not training
+        _steps(run, echo, metrics, run_config)
+    return _finish(run)
+
+
+def _steps(run: LoopState, echo: Echo, metrics: Path | None, run_config: Mapping[str, Any] | None) -> None:
+    """The optimizer steps, with their progress, trackers, logging, validation and checkpoints; a
+    stop signal ends the run at the next step's checkpoint."""
+    settings = run.settings
+    with StopSignals() as stop, Progress(
         settings.progress if run.main else "none", run.steps, echo=echo, metrics=metrics if run.main else None
     ) as progress, Tracking(run.accelerator, settings.report_to, run_config) as tracking:
         progress.advance(run.start_step - 1)
@@ -100,7 +111,6 @@ def train(
                 progress.log(record)
                 tracking.log(record)
             _checkpoint_or_stop(run, step, stop)
-    return _finish(run)
 
 
 def _compile(run: LoopState) -> float:
