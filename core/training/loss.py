@@ -133,7 +133,7 @@ def _chunk_buffers(rows: int, weight: torch.Tensor) -> tuple[torch.Tensor, torch
     """Buffers for one chunk's logits in ``weight``'s dtype and in fp32 (the same tensor when
     that is fp32), allocated once per loss call. A fresh chunk of logits (50 MB in fp32 for 256
     SmolLM2 rows) is memory the C library maps anew, page by page, at every chunk: in a bf16
-    profile, its casts to and from fp32 were 8% of the step."""
+    profile, the chunks' casts to and from fp32 took about 6% of the step (0.75 of 11.4 s)."""
     import torch
 
     probs = torch.empty((rows, weight.shape[0]), dtype=torch.float32, device=weight.device)
