@@ -215,16 +215,21 @@ def test_attention_runs_in_fp32_for_a_cpu_bf16_run_without_amx(monkeypatch, mode
         assert on is expected
 
 
-def test_a_cpu_bf16_run_trains_with_fp32_attention_and_sets_the_model_back(tmp_path, monkeypatch):
+def _two_bf16_steps(model):
+    """Train ``model`` for 2 bf16 steps of 2 micro-batches of 2 rows."""
     from lladapt.config import TrainSection
     from lladapt.training import train
 
-    monkeypatch.setattr(precision_mod, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
-    model = tiny_trainable()
-    seen = _sdpa_dtypes(monkeypatch)
     settings = TrainSection(max_steps=2, batch_size=4, micro_batch_size=2, precision="bf16",
                             progress="none", warmup_steps=0)
     train(model, random_examples(8, seed=1), settings, learning_rate=1e-3, pad_token_id=0, echo=lambda _: None)
+
+
+def test_a_cpu_bf16_run_trains_with_fp32_attention_and_sets_the_model_back(tmp_path, monkeypatch):
+    monkeypatch.setattr(precision_mod, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    model = tiny_trainable()
+    seen = _sdpa_dtypes(monkeypatch)
+    _two_bf16_steps(model)
     assert set(seen) == {torch.float32} and len(seen) == 2 * 2 * len(model.model.layers)
     assert model.config._attn_implementation == "sdpa"
 
@@ -243,9 +248,6 @@ def test_a_frozen_tensor_is_cast_once_and_again_when_it_changes():
 
 @pytest.mark.parametrize("tied", [True, False])
 def test_a_cpu_bf16_run_casts_the_frozen_output_head_once(tied, monkeypatch):
-    from lladapt.config import TrainSection
-    from lladapt.training import train
-
     casts = []
     original = Precision.frozen_cast
 
@@ -258,9 +260,7 @@ def test_a_cpu_bf16_run_casts_the_frozen_output_head_once(tied, monkeypatch):
     model = tiny_trainable()
     if tied:  # as SmolLM2's: the head stays fp32 for the embedding, and its bf16 cast is held
         model.lm_head.weight = model.model.embed_tokens.weight
-    settings = TrainSection(max_steps=2, batch_size=4, micro_batch_size=2, precision="bf16",
-                            progress="none", warmup_steps=0)
-    train(model, random_examples(8, seed=1), settings, learning_rate=1e-3, pad_token_id=0, echo=lambda _: None)
+    _two_bf16_steps(model)
     head = model.get_output_embeddings().weight
     assert len(casts) == 2 * 2 and all(tensor is head for tensor, _, _ in casts)  # once per micro-batch
     assert len({id(out) for _, out, _ in casts}) == 1 and {dtype for *_, dtype in casts} == {torch.bfloat16}
