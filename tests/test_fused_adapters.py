@@ -48,14 +48,27 @@ def test_fused_lora_without_dropout_matches_the_eager_branch(autocast):
         assert torch.allclose(got.float(), want.float(), atol=tol * 10, rtol=tol)
 
 
-def test_cpu_dropout_mask_drops_at_the_configured_rate_and_says_its_exact_probability():
-    drop, q = fused.drop_mask(torch.Size([400_000]), 0.05, torch.device("cpu"))
-    assert q == round(0.05 * 65536) / 65536
-    assert abs(drop.float().mean().item() - q) < 0.002  # ~7 standard deviations
-    for slice_ in range(4):  # each 16-bit slice of the 64-bit draws drops at the rate
-        assert abs(drop[slice_::4].float().mean().item() - q) < 0.004
-    drop, q = fused.drop_mask(torch.Size([400_000]), 0.5, torch.device("cpu"))
-    assert abs(drop.float().mean().item() - 0.5) < 0.005
+@pytest.mark.parametrize("p", [0.05, 0.5])
+def test_cpu_dropout_drops_each_element_independently_at_the_configured_rate(p):
+    n = 400_000
+    sd = (p * (1 - p) / n) ** 0.5
+    drop = fused.drop_mask(torch.Size([n]), p, torch.device("cpu"))
+    assert drop.dtype == torch.int64 and bool((drop.diff() > 0).all()) and 0 <= drop[0] and drop[-1] < n
+    mask = fused.as_mask(drop, torch.Size([n])).float()
+    assert abs(mask.mean().item() - p) < 7 * sd
+    assert abs(mask[-n // 10:].mean().item() - p) < 7 * sd * 10**0.5  # drawn to the very end
+    after_a_drop = mask[drop[:-1] + 1]  # the element after a dropped one is dropped with p too
+    assert abs(after_a_drop.mean().item() - p) < 7 * (p * (1 - p) / after_a_drop.numel()) ** 0.5
+
+
+def test_cpu_dropout_draws_on_when_its_first_draws_end_short(monkeypatch):
+    monkeypatch.setattr(fused, "_MARGIN", -3.0)  # three standard deviations short: almost always
+    n = 200_000
+    drop = fused.drop_mask(torch.Size([n]), 0.05, torch.device("cpu"))
+    assert bool((drop.diff() > 0).all()) and drop[-1] < n
+    assert abs(drop.numel() / n - 0.05) < 7 * (0.05 * 0.95 / n) ** 0.5
+    assert drop[-1] > n - 200  # not cut off where the first draws ended
+    assert torch.equal(fused.drop_mask(torch.Size([3, 5]), 1.0, torch.device("cpu")), torch.arange(15))
 
 
 def test_fused_lora_in_training_mode_drops_inputs_and_rescales_the_kept_ones():
@@ -64,8 +77,8 @@ def test_fused_lora_in_training_mode_drops_inputs_and_rescales_the_kept_ones():
     torch.manual_seed(5)
     out = fused.lora_delta(x, a, b, dropout, 1.0)
     torch.manual_seed(5)
-    drop, q = fused.drop_mask(x.shape, 0.5, x.device)
-    assert torch.allclose(out, b(a(x * ~drop / (1 - q))), atol=1e-5)
+    drop = fused.as_mask(fused.drop_mask(x.shape, 0.5, x.device), x.shape)
+    assert torch.allclose(out, b(a(x * ~drop / 0.5)), atol=1e-5)
     dropout.eval()
     assert torch.allclose(fused.lora_delta(x, a, b, dropout, 1.0), b(a(x)), atol=1e-5)
 
@@ -79,8 +92,8 @@ def test_fused_dropout_leaves_the_input_alone_and_matches_the_formula(autocast):
         torch.manual_seed(5)
         out = fused.lora_delta(x, a, b, dropout, 2.0)
         torch.manual_seed(5)
-        drop, q = fused.drop_mask(x.shape, 0.3, x.device)
-        ref = b(a(x * ~drop / (1 - q))) * 2.0
+        drop = fused.as_mask(fused.drop_mask(x.shape, 0.3, x.device), x.shape)
+        ref = b(a(x * ~drop / 0.7)) * 2.0
     assert torch.equal(x.detach(), before)  # the mask is applied to a copy, in fp32 too
     assert 0.2 < drop.float().mean().item() < 0.4
     tol = 4e-2 if autocast else 1e-5  # bf16: one rounding step at outputs up to ~7
@@ -98,8 +111,8 @@ def test_fused_bottleneck_matches_the_eager_branch_with_the_same_mask():
     torch.manual_seed(7)
     out = fused.bottleneck_delta(x, down, up, dropout, torch.nn.functional.silu, 0.5)
     torch.manual_seed(7)
-    drop, q = fused.drop_mask(x.shape, 0.2, x.device)
-    ref = up(torch.nn.functional.silu(down(x * ~drop / (1 - q)))) * 0.5
+    drop = fused.as_mask(fused.drop_mask(x.shape, 0.2, x.device), x.shape)
+    ref = up(torch.nn.functional.silu(down(x * ~drop / 0.8))) * 0.5
     assert torch.allclose(out, ref, atol=1e-5)
     tensors = (x, down.weight, up.weight)
     for got, want in zip(_grads(out, tensors), _grads(ref, tensors), strict=True):
