@@ -13,7 +13,7 @@ from lladapt.training import precision as precision_mod
 from lladapt.training.loop import backward_step
 from lladapt.training.loss import chunked_summed_loss, summed_loss
 from lladapt.training.precision import Precision, mixed_precision
-from tests.training_support import random_examples, tiny_trainable
+from tests.training_support import random_examples, tiny_trainable, two_bf16_steps
 
 
 def _step(examples, chunked, normalization, autocast="no"):
@@ -166,74 +166,6 @@ def test_a_bf16_run_holds_the_frozen_weights_in_bf16_for_every_step_then_restore
             assert p.dtype == torch.float32 and torch.equal(p, before[name]), name
 
 
-def _sdpa_dtypes(monkeypatch):
-    """The output dtype of every call into torch's SDPA (autocast casts inside the call)."""
-    seen = []
-    real = torch.nn.functional.scaled_dot_product_attention
-
-    def spy(*args, **kwargs):
-        out = real(*args, **kwargs)
-        seen.append(out.dtype)
-        return out
-
-    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
-    return seen
-
-
-def test_fp32_attention_runs_sdpa_in_fp32_under_bf16_autocast_then_sets_the_model_back(monkeypatch):
-    from lladapt.training.attention import IMPLEMENTATION, fp32_attention
-
-    model = tiny_trainable()
-    ids = torch.tensor([[5, 9, 17, 3, 44, 8], [0, 0, 12, 7, 30, 2]])  # the second row left-padded
-    mask = (ids != 0).long()
-    seen = _sdpa_dtypes(monkeypatch)
-    with torch.no_grad():
-        fp32_logits = model(input_ids=ids, attention_mask=mask).logits
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            plain = model(input_ids=ids, attention_mask=mask).logits
-        assert seen[len(model.model.layers):] == [torch.bfloat16] * len(model.model.layers)
-        seen.clear()
-        with fp32_attention(model, active=True) as on, torch.autocast("cpu", dtype=torch.bfloat16):
-            assert on and model.config._attn_implementation == IMPLEMENTATION
-            fp32_attn = model(input_ids=ids, attention_mask=mask).logits
-    assert seen == [torch.float32] * len(model.model.layers)
-    assert model.config._attn_implementation == "sdpa"  # set back
-    # both within bf16's rounding of the fp32 model; the padded row's real tokens too
-    real = mask.bool()
-    assert (fp32_attn - fp32_logits)[real].abs().max() < 0.05
-    assert (plain.float() - fp32_logits)[real].abs().max() < 0.05
-    with fp32_attention(model, active=False) as on:
-        assert not on and model.config._attn_implementation == "sdpa"
-
-
-@pytest.mark.parametrize(("mode", "flags", "expected"), [
-    ("bf16", {"avx512_bf16"}, True), ("bf16", {"avx512_bf16", "amx_bf16"}, False), ("no", set(), False),
-])
-def test_attention_runs_in_fp32_for_a_cpu_bf16_run_without_amx(monkeypatch, mode, flags, expected):
-    monkeypatch.setattr(precision_mod, "cpu_flags", lambda: frozenset(flags))
-    with Precision(mode, torch.device("cpu")).attention(tiny_trainable()) as on:
-        assert on is expected
-
-
-def _two_bf16_steps(model):
-    """Train ``model`` for 2 bf16 steps of 2 micro-batches of 2 rows."""
-    from lladapt.config import TrainSection
-    from lladapt.training import train
-
-    settings = TrainSection(max_steps=2, batch_size=4, micro_batch_size=2, precision="bf16",
-                            progress="none", warmup_steps=0)
-    train(model, random_examples(8, seed=1), settings, learning_rate=1e-3, pad_token_id=0, echo=lambda _: None)
-
-
-def test_a_cpu_bf16_run_trains_with_fp32_attention_and_sets_the_model_back(tmp_path, monkeypatch):
-    monkeypatch.setattr(precision_mod, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
-    model = tiny_trainable()
-    seen = _sdpa_dtypes(monkeypatch)
-    _two_bf16_steps(model)
-    assert set(seen) == {torch.float32} and len(seen) == 2 * 2 * len(model.model.layers)
-    assert model.config._attn_implementation == "sdpa"
-
-
 def test_a_frozen_tensor_is_cast_once_and_again_when_it_changes():
     precision = Precision("bf16", torch.device("cpu"))
     frozen = torch.randn(8, 4)
@@ -260,7 +192,7 @@ def test_a_cpu_bf16_run_casts_the_frozen_output_head_once(tied, monkeypatch):
     model = tiny_trainable()
     if tied:  # as SmolLM2's: the head stays fp32 for the embedding, and its bf16 cast is held
         model.lm_head.weight = model.model.embed_tokens.weight
-    _two_bf16_steps(model)
+    two_bf16_steps(model)
     head = model.get_output_embeddings().weight
     assert len(casts) == 2 * 2 and all(tensor is head for tensor, _, _ in casts)  # once per micro-batch
     assert len({id(out) for _, out, _ in casts}) == 1 and {dtype for *_, dtype in casts} == {torch.bfloat16}

@@ -95,15 +95,18 @@ class Precision:
 
         return FrozenInBf16(model, active=self.dtype is torch.bfloat16 and self.device.type == "cpu")
 
-    def attention(self, model: torch.nn.Module) -> contextlib.AbstractContextManager[bool]:
-        """The model's attention in fp32 for the run (:func:`~lladapt.training.attention.fp32_attention`)
-        on the CPU under bf16 without AMX, where torch's bf16 attention kernel is the slower one."""
+    def attention(self, model: torch.nn.Module) -> contextlib.AbstractContextManager[str | None]:
+        """The model's attention for the run on the CPU
+        (:func:`~lladapt.training.attention.training_attention`): causal queries in chunks, and
+        in fp32 under bf16, where torch's bf16 attention kernel is the slower one; a bf16 run on
+        a CPU with AMX (whose bf16 kernel was not measured) and any other device keep theirs."""
         import torch
 
-        from lladapt.training.attention import fp32_attention
+        from lladapt.training.attention import training_attention
 
-        return fp32_attention(model, active=self.dtype is torch.bfloat16 and self.device.type == "cpu"
-                              and "amx_bf16" not in cpu_flags())
+        bf16 = self.dtype is torch.bfloat16
+        cpu = self.device.type == "cpu" and not (bf16 and "amx_bf16" in cpu_flags())
+        return training_attention(model, active=cpu, fp32=bf16)
 
     def backward(self, loss: torch.Tensor) -> None:
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
