@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: the names this module registers with transformers.
 CHUNKED, CHUNKED_FP32 = "lladapt_sdpa", "lladapt_sdpa_fp32"
-#: query rows per chunk (the CPU kernel's own query block from 192 tokens up).
+#: query rows per chunk (64 measured faster than 128 on the machine above, from 113 to 256 tokens).
 CHUNK = 64
 
 
