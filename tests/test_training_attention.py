@@ -11,7 +11,7 @@ from lladapt.testing import tiny_model
 from lladapt.training import attention
 from lladapt.training import precision as precision_mod
 from lladapt.training.precision import Precision
-from tests.training_support import tiny_trainable, two_bf16_steps
+from tests.training_support import tiny_trainable, two_steps
 
 
 def _sdpa_calls(monkeypatch):
@@ -142,6 +142,6 @@ def test_a_cpu_bf16_run_trains_with_fp32_attention_and_sets_the_model_back(monke
     monkeypatch.setattr(precision_mod, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
     model = tiny_trainable()
     calls = _sdpa_calls(monkeypatch)
-    two_bf16_steps(model)
+    two_steps(model)
     assert {dtype for _, dtype in calls} == {torch.float32} and len(calls) == 2 * 2 * len(model.model.layers)
     assert model.config._attn_implementation == "sdpa"

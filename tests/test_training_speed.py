@@ -13,7 +13,7 @@ from lladapt.training import precision as precision_mod
 from lladapt.training.loop import backward_step
 from lladapt.training.loss import chunked_summed_loss, summed_loss
 from lladapt.training.precision import Precision, mixed_precision
-from tests.training_support import random_examples, tiny_trainable, two_bf16_steps
+from tests.training_support import random_examples, tiny_trainable, two_steps
 
 
 def _step(examples, chunked, normalization, autocast="no"):
@@ -192,7 +192,7 @@ def test_a_cpu_bf16_run_casts_the_frozen_output_head_once(tied, monkeypatch):
     model = tiny_trainable()
     if tied:  # as SmolLM2's: the head stays fp32 for the embedding, and its bf16 cast is held
         model.lm_head.weight = model.model.embed_tokens.weight
-    two_bf16_steps(model)
+    two_steps(model)
     head = model.get_output_embeddings().weight
     assert len(casts) == 2 * 2 and all(tensor is head for tensor, _, _ in casts)  # once per micro-batch
     assert len({id(out) for _, out, _ in casts}) == 1 and {dtype for *_, dtype in casts} == {torch.bfloat16}

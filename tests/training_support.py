@@ -69,11 +69,11 @@ def uninterrupted_adapter(tmp_path_factory, **train):
     return adapter_tensors(out)
 
 
-def two_bf16_steps(model) -> None:
-    """Train ``model`` for 2 bf16 steps of 2 micro-batches of 2 rows."""
+def two_steps(model, precision: str = "bf16") -> None:
+    """Train ``model`` for 2 steps of 2 micro-batches of 2 rows in ``precision``."""
     from lladapt.config import TrainSection
     from lladapt.training import train
 
-    settings = TrainSection(max_steps=2, batch_size=4, micro_batch_size=2, precision="bf16",
+    settings = TrainSection(max_steps=2, batch_size=4, micro_batch_size=2, precision=precision,
                             progress="none", warmup_steps=0)
     train(model, random_examples(8, seed=1), settings, learning_rate=1e-3, pad_token_id=0, echo=lambda _: None)

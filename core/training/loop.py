@@ -84,8 +84,10 @@ def train(
     run.start_clock(found.state if found is not None else None)
     # a sharded base is gathered in bf16 by FSDP; else (CPU bf16) the frozen weights run in bf16
     run.frozen = run.precision.frozen_weights_cast(run.model)
-    with run.frozen if not run.sharded else contextlib.nullcontext(), run.precision.attention(run.model):
-        if wants_compile(settings.compile, run.accelerator.device, run.model, run.sharded):
+    compiling = wants_compile(settings.compile, run.accelerator.device, run.model, run.sharded)
+    with (run.frozen if not run.sharded else contextlib.nullcontext(), run.precision.attention(run.model),
+          run.precision.packed_linears(run.model, active=not (run.sharded or compiling))):
+        if compiling:
             # compiled on the weights' dtype and the attention the steps run: else dynamo traces
             # every region again at the first step
             run.result.compile_seconds = _compile(run)

@@ -108,6 +108,23 @@ class Precision:
         cpu = self.device.type == "cpu" and not (bf16 and "amx_bf16" in cpu_flags())
         return training_attention(model, active=cpu, fp32=bf16)
 
+    def packed_linears(self, model: torch.nn.Module, active: bool) -> contextlib.AbstractContextManager[int]:
+        """The frozen Linear layers in the dtype their matmuls run in computed on weights packed
+        for oneDNN for the run, where ``active``
+        (:func:`~lladapt.training.packed_linear.packed_frozen_linears`): on the CPU only, in bf16
+        where it is native, in fp32 with AVX-512 (where both were measured); yields how many."""
+        import torch
+
+        from lladapt.training.packed_linear import packed_frozen_linears
+
+        dtype = None
+        if active and self.device.type == "cpu":
+            if self.dtype is torch.bfloat16 and native_cpu_bf16():
+                dtype = torch.bfloat16
+            elif self.dtype is None and "avx512f" in cpu_flags():
+                dtype = torch.float32
+        return packed_frozen_linears(model, dtype)
+
     def backward(self, loss: torch.Tensor) -> None:
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
 
@@ -133,23 +150,6 @@ class Precision:
             self.scaler.load_state_dict(state)
 
 
-def _frozen_fp32_linear_weights(model: torch.nn.Module) -> list[torch.nn.Parameter]:
-    """The fp32 weights of frozen ``nn.Linear`` layers, each once, less the input embedding's."""
-    import torch
-
-    get_embeddings = getattr(model, "get_input_embeddings", None)
-    embedding = get_embeddings() if callable(get_embeddings) else None
-    seen = {id(embedding.weight)} if embedding is not None else set()
-    found = []
-    for module in model.modules():
-        weight = getattr(module, "weight", None)
-        if (isinstance(module, torch.nn.Linear) and not weight.requires_grad
-                and weight.dtype == torch.float32 and id(weight) not in seen):
-            seen.add(id(weight))
-            found.append(weight)
-    return found
-
-
 class FrozenInBf16:
     """bf16 on the CPU: hold the frozen ``nn.Linear`` weights in bf16 for the whole run, so that
     autocast does not cast them again at every matmul of every micro-batch (it caches casts of
@@ -171,7 +171,11 @@ class FrozenInBf16:
 
     def __enter__(self) -> FrozenInBf16:
         if self.active:
-            self.weights = _frozen_fp32_linear_weights(self.model)
+            import torch
+
+            from lladapt.training.packed_linear import frozen_linears
+
+            self.weights = [m.weight for m in frozen_linears(self.model, torch.float32)]
             self._originals = self._stack.enter_context(parked([w.data for w in self.weights]))
             self._to_bf16()
             self.count = len(self.weights)

@@ -1,0 +1,102 @@
+"""Frozen Linear layers on weights packed for oneDNN (lladapt.training.packed_linear): the same
+outputs and input gradients as ``F.linear``, only plain frozen layers in the run's dtype, set back
+afterwards, and used by a CPU run only where it was measured."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from lladapt.testing import tiny_model
+from lladapt.training import packed_linear
+from lladapt.training import precision as precision_mod
+from lladapt.training.precision import Precision
+from tests.training_support import tiny_trainable, two_steps
+
+pytestmark = pytest.mark.skipif(not packed_linear.available(), reason="this torch has no oneDNN linear ops")
+
+# every frozen projection of the tiny llama: q, k, v, o, gate, up, down in each layer (its output
+# head is tied to the input embedding)
+PROJECTIONS = 7 * len(tiny_model("llama").model.layers)
+
+
+def _logits_and_input_grad(model, embeds, autocast):
+    embeds = embeds.detach().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        logits = model(inputs_embeds=embeds).logits.float()
+    (logits * torch.linspace(-1, 1, logits.shape[-1])).sum().backward()
+    return logits.detach(), embeds.grad
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+def test_packed_linears_give_the_outputs_and_input_gradients_of_f_linear(dtype):
+    model = tiny_model("llama").requires_grad_(False)
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear) and module is not model.lm_head:
+            module.to(dtype)  # as the run holds them (bf16: FrozenInBf16)
+    embeds = torch.randn(2, 40, model.config.hidden_size, generator=torch.Generator().manual_seed(0))
+    plain = _logits_and_input_grad(model, embeds, autocast=dtype is torch.bfloat16)
+    with packed_linear.packed_frozen_linears(model, dtype) as count:
+        assert count == PROJECTIONS
+        packed = _logits_and_input_grad(model, embeds, autocast=dtype is torch.bfloat16)
+    for a, b in zip(plain, packed, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+    assert not any("forward" in vars(m) for m in model.modules())  # set back
+
+
+class _Scaled(torch.nn.Linear):
+    def forward(self, x):
+        return 2 * super().forward(x)
+
+
+def test_only_plain_frozen_linears_in_the_dtype_without_a_forward_of_their_own_are_packed():
+    frozen, trainable, other_dtype, subclass, hooked, trained_bias = (
+        torch.nn.Linear(8, 8), torch.nn.Linear(8, 8), torch.nn.Linear(8, 8, dtype=torch.bfloat16),
+        _Scaled(8, 8), torch.nn.Linear(8, 8), torch.nn.Linear(8, 8))
+    for layer in (frozen, other_dtype, subclass, hooked):
+        layer.requires_grad_(False)
+    trained_bias.weight.requires_grad_(False)
+    own_forward = hooked.forward = lambda x: x
+    model = torch.nn.Sequential(frozen, trainable, other_dtype, subclass, hooked, trained_bias)
+    x = torch.randn(3, 8)
+    with packed_linear.packed_frozen_linears(model, torch.float32) as count:
+        assert count == 1 and "forward" in vars(frozen)
+        torch.testing.assert_close(frozen(x), torch.nn.functional.linear(x, frozen.weight, frozen.bias))
+    assert "forward" not in vars(frozen) and hooked.forward is own_forward
+    with packed_linear.packed_frozen_linears(model, None) as count:
+        assert count == 0
+
+
+@pytest.mark.parametrize(("mode", "flags", "dtype", "packs"), [
+    ("bf16", {"avx512f", "avx512_bf16"}, torch.bfloat16, True), ("bf16", {"avx512f"}, torch.bfloat16, False),
+    ("no", {"avx512f"}, torch.float32, True), ("no", {"avx2"}, torch.float32, False),
+])
+def test_a_cpu_run_packs_where_it_was_measured(monkeypatch, mode, flags, dtype, packs):
+    monkeypatch.setattr(precision_mod, "cpu_flags", lambda: frozenset(flags))
+    model = tiny_trainable().to(dtype)
+    with Precision(mode, torch.device("cpu")).packed_linears(model, active=True) as count:
+        assert count == (PROJECTIONS - 4 if packs else 0)  # layer 0's attention projections train
+    for device, active in (("cpu", False), ("meta", True)):
+        with Precision(mode, torch.device(device)).packed_linears(model, active=active) as count:
+            assert count == 0
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_a_run_on_packed_weights_trains_as_one_on_plain_weights(monkeypatch, precision):
+    monkeypatch.setattr(precision_mod, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
+    calls = []
+    real_call = packed_linear._PackedForward.__call__
+    monkeypatch.setattr(packed_linear._PackedForward, "__call__",
+                        lambda self, x: calls.append(1) or real_call(self, x))
+    model = tiny_trainable()
+    plain = copy.deepcopy(model)
+    two_steps(model, precision)
+    assert len(calls) == 2 * 2 * (PROJECTIONS - 4)  # 2 steps x 2 micro-batches
+    monkeypatch.setattr(packed_linear, "available", lambda: False)
+    two_steps(plain, precision)
+    assert len(calls) == 2 * 2 * (PROJECTIONS - 4)
+    for (name, a), b in zip(model.named_parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+    assert not any("forward" in vars(m) for m in model.modules())
