@@ -109,10 +109,7 @@ def _compute_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
 
 
 class _LowRank(torch.autograd.Function):
-    """``(mask(x) @ A^T * factor) @ B^T`` with the mask's zeros and ``factor`` folded in. The input
-    gradient's rank-wide matmul runs in the input's dtype (fp32 under autocast) on the bf16 factors'
-    values, so it comes out in that dtype with no bf16 copy to cast: one pass and one allocation of
-    the input's size fewer (and no rounding to bf16 on the way)."""
+    """``(mask(x) @ A^T * factor) @ B^T`` with the mask's zeros and ``factor`` folded in."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, drop: torch.Tensor | None,
@@ -131,10 +128,10 @@ class _LowRank(torch.autograd.Function):
         grad_b = g.reshape(-1, g.shape[-1]).t().matmul(h.reshape(-1, h.shape[-1]))
         gh = torch.matmul(g, bc).mul_(ctx.factor)
         grad_a = gh.reshape(-1, gh.shape[-1]).t().matmul(xc.reshape(-1, xc.shape[-1]))
-        grad_x = torch.matmul(gh.to(ctx.x_dtype), ac.to(ctx.x_dtype))
+        grad_x = torch.matmul(gh, ac)
         if drop is not None:
             grad_x = _zero_dropped(grad_x, drop)
-        return grad_x, grad_a, grad_b, None, None, None
+        return grad_x.to(ctx.x_dtype), grad_a, grad_b, None, None, None
 
 
 def _masked(x: torch.Tensor, dropout: nn.Module) -> tuple[torch.Tensor | None, float]:
