@@ -18,7 +18,7 @@ from tests.training_support import tiny_trainable, two_steps
 pytestmark = pytest.mark.skipif(not packed_linear.available(), reason="this torch has no oneDNN linear ops")
 
 # every frozen projection of the tiny llama: q, k, v, o, gate, up, down in each layer (its output
-# head is tied to the input embedding)
+# head, untied here, is left to the chunked loss and never packed)
 PROJECTIONS = 7 * len(tiny_model("llama").model.layers)
 
 
