@@ -32,7 +32,7 @@ from lladapt.data.tokenization import Encoded, collate_for_training
 from lladapt.training import checkpoints as ckpt
 from lladapt.training.compiling import compile_and_warm_up, wants_compile
 from lladapt.training.guards import StopSignals, check_finite, interrupted
-from lladapt.training.loss import chunked_summed_loss, label_tokens, scale, summed_loss
+from lladapt.training.loss import chunked_summed_loss, held_chunk_buffers, label_tokens, scale, summed_loss
 from lladapt.training.plan import Plan, make_plan, total_steps
 from lladapt.training.precision import Precision
 from lladapt.training.prepare import prepare
@@ -86,7 +86,7 @@ def train(
     run.frozen = run.precision.frozen_weights_cast(run.model)
     compiling = wants_compile(settings.compile, run.accelerator.device, run.model, run.sharded)
     with (run.frozen if not run.sharded else contextlib.nullcontext(), run.precision.attention(run.model),
-          run.precision.packed_linears(run.model, active=not (run.sharded or compiling))):
+          run.precision.packed_linears(run.model, active=not (run.sharded or compiling)), held_chunk_buffers()):
         if compiling:
             # compiled on the weights' dtype and the attention the steps run: else dynamo traces
             # every region again at the first step

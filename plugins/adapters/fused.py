@@ -128,6 +128,8 @@ class _LowRank(torch.autograd.Function):
         grad_b = g.reshape(-1, g.shape[-1]).t().matmul(h.reshape(-1, h.shape[-1]))
         gh = torch.matmul(g, bc).mul_(ctx.factor)
         grad_a = gh.reshape(-1, gh.shape[-1]).t().matmul(xc.reshape(-1, xc.shape[-1]))
+        if not ctx.needs_input_grad[0]:  # the first layer's input: frozen embeddings
+            return None, grad_a, grad_b, None, None, None
         grad_x = torch.matmul(gh, ac)
         if drop is not None:
             grad_x = _zero_dropped(grad_x, drop)
