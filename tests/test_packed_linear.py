@@ -68,9 +68,17 @@ def test_an_attention_s_q_k_v_are_one_product_forward_and_backward():
         patch.setattr(packed_linear._function(), "apply", lambda *a: applied.append(a[3]) or real_apply(*a))
         outputs = [m(x) for m in layers]
         assert applied == [[m.out_features for m in layers]]  # one product for the three
+        assert attention.q_proj.forward.packed._input is None  # all taken: the input is let go
         other = x.detach() + 1
-        torch.testing.assert_close(attention.k_proj(other), torch.nn.functional.linear(other, attention.k_proj.weight),
+        attention.q_proj(other)  # keeps k's and v's outputs for ``other``...
+        again = x.detach().clone()  # ...which k, called on another tensor, does not take
+        torch.testing.assert_close(attention.k_proj(again), torch.nn.functional.linear(again, attention.k_proj.weight),
                                    rtol=0, atol=0)
+        changed = x.detach().clone()
+        attention.q_proj(changed)
+        changed.add_(1)  # changed in place since: k's output is computed anew
+        torch.testing.assert_close(attention.k_proj(changed),
+                                   torch.nn.functional.linear(changed, attention.k_proj.weight), rtol=0, atol=0)
     for out, m in zip(outputs, layers, strict=True):
         torch.testing.assert_close(out, torch.nn.functional.linear(x, m.weight), rtol=0, atol=0)
     torch.autograd.backward(outputs, grads)

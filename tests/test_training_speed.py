@@ -9,6 +9,7 @@ import torch
 from lladapt.common import hf_compat
 from lladapt.data.tokenization import IGNORE_INDEX
 from lladapt.training import loop
+from lladapt.training import loss as loss_mod
 from lladapt.training import precision as precision_mod
 from lladapt.training.loop import backward_step
 from lladapt.training.loss import chunked_summed_loss, summed_loss
@@ -64,6 +65,28 @@ def test_chunked_loss_in_small_chunks_with_a_trainable_head_and_bias():
     assert torch.allclose(plain, chunked, atol=1e-5)
     for e, g in zip(expected, got, strict=True):
         assert torch.allclose(e, g, atol=1e-5), (e - g).abs().max()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_chunk_buffers_held_for_a_run_give_the_losses_of_fresh_ones_and_are_made_once(dtype, monkeypatch):
+    generator = torch.Generator().manual_seed(1)
+    head = torch.nn.Linear(16, 50).to(dtype)
+    calls = [(torch.randn(2, 9, 16, generator=generator, dtype=dtype), torch.randint(0, 50, (2, 9), generator=generator))
+             for _ in range(3)]
+    calls[0][1][:, :8] = IGNORE_INDEX  # 2 label rows (after the shift): a chunk buffer of 2 rows
+    calls[2][1][0, :6] = IGNORE_INDEX  # fewer label rows than the second call's
+    fresh = [chunked_summed_loss(h, head, y, chunk_rows=5) for h, y in calls]
+    made = []
+    real_empty = torch.empty
+    monkeypatch.setattr(torch, "empty", lambda *a, **k: made.append(a) or real_empty(*a, **k))
+    with loss_mod.held_chunk_buffers():
+        held = [chunked_summed_loss(h, head, y, chunk_rows=5) for h, y in calls]
+        # a buffer of 2 rows (and, in bf16, its copy), one of 5 for the second call, held for the third
+        copies = 1 if dtype is torch.float32 else 2  # bf16: the logits and their fp32 copy
+        assert sorted(made) == [((2, 50),)] * copies + [((5, 50),)] * copies
+    assert loss_mod._HELD is None  # nothing held after the run
+    for a, b in zip(fresh, held, strict=True):
+        assert torch.equal(a, b)
 
 
 def test_the_head_is_not_bypassed_when_it_is_trainable_or_hooked():

@@ -32,7 +32,13 @@ from lladapt.data.tokenization import Encoded, collate_for_training
 from lladapt.training import checkpoints as ckpt
 from lladapt.training.compiling import compile_and_warm_up, wants_compile
 from lladapt.training.guards import StopSignals, check_finite, interrupted
-from lladapt.training.loss import chunked_summed_loss, held_chunk_buffers, label_tokens, scale, summed_loss
+from lladapt.training.loss import (
+    chunked_summed_loss,
+    held_chunk_buffers,
+    label_tokens,
+    scale,
+    summed_loss,
+)
 from lladapt.training.plan import Plan, make_plan, total_steps
 from lladapt.training.precision import Precision
 from lladapt.training.prepare import prepare
