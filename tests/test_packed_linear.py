@@ -12,7 +12,7 @@ import torch
 from lladapt.testing import tiny_model
 from lladapt.training import packed_linear
 from lladapt.training import precision as precision_mod
-from lladapt.training.precision import Precision
+from lladapt.training.precision import FrozenInBf16, Precision
 from tests.training_support import tiny_trainable, two_steps
 
 pytestmark = pytest.mark.skipif(not packed_linear.available(), reason="this torch has no oneDNN linear ops")
@@ -107,6 +107,20 @@ def test_only_plain_frozen_linears_in_the_dtype_without_a_forward_of_their_own_a
     assert "forward" not in vars(frozen) and hooked.forward is own_forward
     with packed_linear.packed_frozen_linears(model, None) as count:
         assert count == 0
+
+
+def test_layers_given_their_fp32_weights_back_for_a_moment_compute_as_the_plain_model():
+    """Around a checkpoint's ``save`` callback, ``FrozenInBf16.fp32`` puts the fp32 originals
+    back in the model; a packed layer then computes on them, as the model it was given."""
+    model = tiny_model("llama").requires_grad_(False)
+    ids = torch.randint(0, model.config.vocab_size, (2, 12), generator=torch.Generator().manual_seed(0))
+    expected = model(ids).logits
+    with FrozenInBf16(model, active=True) as frozen, packed_linear.packed_frozen_linears(model, torch.bfloat16) as n:
+        assert n == PROJECTIONS
+        with frozen.fp32():
+            torch.testing.assert_close(model(ids).logits, expected, rtol=0, atol=0)
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16 again outside
+            assert not torch.equal(model(ids).logits.float(), expected)
 
 
 @pytest.mark.parametrize(("mode", "flags", "dtype", "packs"), [

@@ -114,7 +114,9 @@ class _Packed:
     :data:`SHARED_INPUT`) on one packed weight, their weights stacked. The first of them called
     with an input computes every layer's output in one product and keeps the others' until their
     layer is called with that same tensor (transformers' attention calls q, k and v on one
-    ``hidden_states``); a layer called with another input gets the product computed anew."""
+    ``hidden_states``); a layer called with another input gets the product computed anew. A layer
+    whose weight is not in the packed dtype for the moment (the fp32 originals, put back around a
+    checkpoint's ``save`` callback: ``FrozenInBf16.fp32``) computes with ``F.linear`` on it."""
 
     def __init__(self, modules: list[torch.nn.Linear]) -> None:
         import torch
@@ -130,6 +132,11 @@ class _Packed:
         self._outputs: list[torch.Tensor | None] = []
 
     def output(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        module = self.modules[index]
+        if module.weight.dtype != self.dtype:  # fp32 originals put back for a moment (FrozenInBf16.fp32)
+            import torch
+
+            return torch.nn.functional.linear(x, module.weight, module.bias)
         if self._input is x and self._version == x._version and self._outputs[index] is not None:
             out, self._outputs[index] = self._outputs[index], None
             if all(o is None for o in self._outputs):
