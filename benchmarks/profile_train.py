@@ -5,6 +5,7 @@ run through ``lladapt.training.train``, so the loop around the model is profiled
     .venv/bin/python benchmarks/profile_train.py --steps 1 --precision fp32
     .venv/bin/python benchmarks/profile_train.py --steps 1 --precision bf16 --no-chunked-loss
     .venv/bin/python benchmarks/profile_train.py --steps 1 --precision bf16 --shapes --rows 40
+    .venv/bin/python benchmarks/profile_train.py --steps 2 --precision bf16 --after-first
 
 Prints the operators by self CPU time and by allocated memory.
 """
@@ -28,12 +29,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-chunked-loss", action="store_true")
     parser.add_argument("--rows", type=int, default=25)
+    parser.add_argument("--after-first", action="store_true",
+                        help="profile the --steps steps after the first (whose page faults, memory the "
+                             "process touches for the first time, inflate every operator)")
     parser.add_argument("--shapes", action="store_true",
                         help="one row per operator and input shapes (which matmul, which copy), no memory table")
     args = parser.parse_args()
 
     import setups
-    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler import ProfilerActivity, profile, schedule
     from train_speed import SETUP_FOR, _encoded
 
     from lladapt.config import TrainSection
@@ -47,14 +51,18 @@ def main() -> None:
     if args.no_chunked_loss:
         original = loop.backward_step
         loop.backward_step = lambda *a, **k: original(*a, **{**k, "chunked_loss": False})
-    settings = TrainSection(max_steps=args.steps, warmup_steps=100, precision=args.precision,
+    skip = 1 if args.after_first else 0
+    settings = TrainSection(max_steps=args.steps + skip, warmup_steps=100, precision=args.precision,
                             progress="none", save_steps=0)
     started = time.perf_counter()
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=not args.shapes, record_shapes=args.shapes) as prof:
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=not args.shapes, record_shapes=args.shapes,
+                 schedule=schedule(wait=skip, warmup=0, active=args.steps)) as prof:
+        optimizer_step = loop._optimizer_step
+        loop._optimizer_step = lambda *a, **k: (optimizer_step(*a, **k), prof.step())[0]
         result = train(model, encoded, settings, learning_rate=3e-4,
                        pad_token_id=loaded.tokenizer.pad_token_id, echo=lambda _: None)
     total = time.perf_counter() - started
-    print(f"{result.steps} steps, {result.real_tokens} non-pad tokens, {total:.1f} s under the profiler, "
+    print(f"{result.steps} steps ({args.steps} profiled), {result.real_tokens} non-pad tokens, {total:.1f} s under the profiler, "
           f"padded share {result.padded_share:.1%}")
     table = prof.key_averages(group_by_input_shape=args.shapes)
     print(table.table(sort_by="self_cpu_time_total", row_limit=args.rows))
