@@ -128,7 +128,8 @@ class _Packed:
             weights[0] if len(weights) == 1 else torch.cat(weights), ROWS_HINT)
         biases = [m.bias.detach().to(self.dtype) for m in modules if m.bias is not None]
         self.bias = (biases[0] if len(biases) == 1 else torch.cat(biases)) if biases else None
-        self._input: torch.Tensor | None = None
+        self._input: torch.Tensor | None = None  # the tensor the kept outputs were computed from
+        self._version = -1  # its version counter then (a change in place since: computed anew)
         self._outputs: list[torch.Tensor | None] = []
 
     def output(self, index: int, x: torch.Tensor) -> torch.Tensor:
