@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from lladapt.config import TrainSection
 from lladapt.data.tokenization import Encoded, collate_for_training
 from lladapt.training import checkpoints as ckpt
+from lladapt.training.allocator import kept_freed_memory
 from lladapt.training.compiling import compile_and_warm_up, wants_compile
 from lladapt.training.guards import StopSignals, check_finite, interrupted
 from lladapt.training.loss import (
@@ -92,7 +93,8 @@ def train(
     run.frozen = run.precision.frozen_weights_cast(run.model)
     compiling = wants_compile(settings.compile, run.accelerator.device, run.model, run.sharded)
     with (run.frozen if not run.sharded else contextlib.nullcontext(), run.precision.attention(run.model),
-          run.precision.packed_linears(run.model, active=not (run.sharded or compiling)), held_chunk_buffers()):
+          run.precision.packed_linears(run.model, active=not (run.sharded or compiling)), held_chunk_buffers(),
+          kept_freed_memory(settings.keep_freed_memory and run.accelerator.device.type == "cpu")):
         if compiling:
             # compiled on the weights' dtype and the attention the steps run: else dynamo traces
             # every region again at the first step
