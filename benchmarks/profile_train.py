@@ -31,7 +31,10 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=25)
     parser.add_argument("--after-first", action="store_true",
                         help="profile the --steps steps after the first (whose page faults, memory the "
-                             "process touches for the first time, inflate every operator)")
+                             "process touches for the first time, inflate every operator); --skip 1")
+    parser.add_argument("--skip", type=int, default=0,
+                        help="profile the --steps steps after this many (the heap grows to a step's "
+                             "working set over the first few steps, faulting in the pages it takes)")
     parser.add_argument("--shapes", action="store_true",
                         help="one row per operator and input shapes (which matmul, which copy), no memory table")
     args = parser.parse_args()
@@ -51,7 +54,7 @@ def main() -> None:
     if args.no_chunked_loss:
         original = loop.backward_step
         loop.backward_step = lambda *a, **k: original(*a, **{**k, "chunked_loss": False})
-    skip = 1 if args.after_first else 0
+    skip = max(args.skip, 1 if args.after_first else 0)
     settings = TrainSection(max_steps=args.steps + skip, warmup_steps=100, precision=args.precision,
                             progress="none", save_steps=0)
     started = time.perf_counter()
