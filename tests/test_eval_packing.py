@@ -192,6 +192,18 @@ def test_a_sibling_called_with_another_input_computes_its_own_product():
     assert torch.equal(again, got["v_proj"])
 
 
+def test_a_sibling_whose_input_changed_in_place_since_computes_its_own_product():
+    attention = testing.tiny_model("llama").model.layers[0].self_attn
+    x = torch.randn(2, 3, attention.q_proj.in_features)
+    with torch.no_grad():
+        with packed_linears(attention):
+            attention.q_proj(x)  # keeps k's and v's outputs of x as it is now
+            x.mul_(2)
+            got = attention.k_proj(x)
+        expected = attention.k_proj(x)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_a_hooked_sibling_stays_alone_and_autograd_reads_a_grouped_layers_own_rows():
     attention = testing.tiny_model("llama").model.layers[0].self_attn.requires_grad_(False)
     attention.q_proj.register_forward_hook(lambda module, args, out: out)

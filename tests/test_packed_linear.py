@@ -68,7 +68,7 @@ def test_an_attention_s_q_k_v_are_one_product_forward_and_backward():
         patch.setattr(packed_linear._function(), "apply", lambda *a: applied.append(a[3]) or real_apply(*a))
         outputs = [m(x) for m in layers]
         assert applied == [[m.out_features for m in layers]]  # one product for the three
-        assert attention.q_proj.forward.packed._input is None  # all taken: the input is let go
+        assert attention.q_proj.forward.packed.kept._input is None  # all taken: the input is let go
         other = x.detach() + 1
         attention.q_proj(other)  # keeps k's and v's outputs for ``other``...
         again = x.detach().clone()  # ...which k, called on another tensor, does not take

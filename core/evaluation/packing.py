@@ -34,6 +34,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from lladapt.common.shared_input import ATTENTION_INPUT, KeptOutputs
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
@@ -41,7 +43,7 @@ __all__ = ["SIBLINGS", "available", "packed_linears"]
 
 #: names of sibling layers that a transformers attention or MLP calls on one input, packed as one
 #: product: LLaMA's, OPT's and GPT-J's q/k/v, LLaMA's gate/up.
-SIBLINGS: tuple[tuple[str, ...], ...] = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
+SIBLINGS: tuple[tuple[str, ...], ...] = (ATTENTION_INPUT, ("gate_proj", "up_proj"))
 
 
 @functools.cache
@@ -65,7 +67,8 @@ class _Packed:
     The first layer of a group called with an input computes every layer's output and keeps the
     others' until their layer is called with that same tensor (transformers' attention and MLP
     call q/k/v and gate/up on one ``hidden_states``); a layer called with another input gets the
-    product computed anew. Only released weights are grouped (a kept one may change in place)."""
+    product computed anew (:class:`~lladapt.common.shared_input.KeptOutputs`). Only released
+    weights are grouped (a kept one may change in place)."""
 
     def __init__(self, modules: list[torch.nn.Linear], release: bool):
         import torch
@@ -80,8 +83,7 @@ class _Packed:
             None if biases[0] is None else torch.cat([b.detach() for b in biases]))
         self.version = modules[0].weight._version
         self.released = release
-        self._input: torch.Tensor | None = None
-        self._outputs: list[torch.Tensor | None] = []
+        self.kept = KeptOutputs()
         for index, module in enumerate(modules):
             if release:
                 module.weight.data = module.weight.data.new_empty(0)
@@ -100,18 +102,11 @@ class _Packed:
         stale = not self.released and weight._version != self.version
         if grad or stale or x.dtype != torch.float32 or x.device.type != "cpu":
             return torch.nn.functional.linear(x, self._dense(index), module.bias)
-        if self._input is x and self._outputs[index] is not None:
-            out, self._outputs[index] = self._outputs[index], None
-            if not any(o is not None for o in self._outputs):
-                self._input, self._outputs = None, []
-            return out
+        kept = self.kept.take(index, x)
+        if kept is not None:
+            return kept
         y = torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
-        if len(self.modules) == 1:
-            return y
-        outputs: list[torch.Tensor | None] = list(y.split(self.sizes, dim=-1))
-        out, outputs[index] = outputs[index], None
-        self._input, self._outputs = x, outputs
-        return out
+        return y if len(self.modules) == 1 else self.kept.keep(index, x, y.split(self.sizes, dim=-1))
 
     def _dense(self, index: int) -> torch.Tensor:
         """Layer ``index``'s weight as a plain tensor (a slice of the unpacked stack when released)."""
@@ -121,7 +116,7 @@ class _Packed:
         return self.packed.to_dense()[start : start + self.sizes[index]]
 
     def restore(self) -> None:
-        self._input, self._outputs = None, []
+        self.kept.clear()
         dense = self.packed.to_dense() if self.released else None
         start = 0
         for module, size in zip(self.modules, self.sizes, strict=True):

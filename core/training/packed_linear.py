@@ -28,6 +28,8 @@ import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from lladapt.common.shared_input import ATTENTION_INPUT, KeptOutputs
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
@@ -39,7 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover
 #: summed inside the matmul instead of cast to fp32 and added). LLaMA's gate/up, stacked the same
 #: way, were no faster (18.1-19.2 against 18.2-20.9 ms), and slower with their weights stacked for
 #: backward at each call (23.6-24.3 ms), so they are left apart.
-SHARED_INPUT = ("q_proj", "k_proj", "v_proj")
+SHARED_INPUT = ATTENTION_INPUT
 
 #: the rows oneDNN is told a matmul will have when it packs a weight (a hint: any other count
 #: computes the same, and 452-1,024 rows ran as fast on weights packed for 1,024 as for their own).
@@ -128,9 +130,7 @@ class _Packed:
             weights[0] if len(weights) == 1 else torch.cat(weights), ROWS_HINT)
         biases = [m.bias.detach().to(self.dtype) for m in modules if m.bias is not None]
         self.bias = (biases[0] if len(biases) == 1 else torch.cat(biases)) if biases else None
-        self._input: torch.Tensor | None = None  # the tensor the kept outputs were computed from
-        self._version = -1  # its version counter then (a change in place since: computed anew)
-        self._outputs: list[torch.Tensor | None] = []
+        self.kept = KeptOutputs()
 
     def output(self, index: int, x: torch.Tensor) -> torch.Tensor:
         module = self.modules[index]
@@ -138,22 +138,12 @@ class _Packed:
             import torch
 
             return torch.nn.functional.linear(x, module.weight, module.bias)
-        if self._input is x and self._version == x._version and self._outputs[index] is not None:
-            out, self._outputs[index] = self._outputs[index], None
-            if all(o is None for o in self._outputs):
-                self._input, self._outputs = None, []
-            return out
+        kept = self.kept.take(index, x)
+        if kept is not None:
+            return kept
         weights = [m.weight for m in self.modules]
         out = _function().apply(x.to(self.dtype), self.packed, self.bias, self.sizes, *weights)
-        if self.sizes is None:
-            return out
-        outputs: list[torch.Tensor | None] = list(out)
-        out, outputs[index] = outputs[index], None
-        self._input, self._version, self._outputs = x, x._version, outputs
-        return out
-
-    def clear(self) -> None:
-        self._input, self._outputs = None, []
+        return out if self.sizes is None else self.kept.keep(index, x, out)
 
 
 class _PackedForward:
@@ -209,6 +199,6 @@ def packed_frozen_linears(model: torch.nn.Module, dtype: torch.dtype | None) -> 
         yield len(modules)
     finally:
         for pack in packs:
-            pack.clear()
+            pack.kept.clear()
             for module in pack.modules:
                 vars(module).pop("forward", None)
