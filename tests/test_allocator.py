@@ -5,6 +5,7 @@ each time, with glibc's own ``MALLOC_*`` variables taken out of its environment.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -67,17 +68,27 @@ def test_inactive_it_changes_nothing(monkeypatch):
 
 
 @pytest.mark.parametrize("keep", [True, False])
-def test_a_cpu_run_keeps_freed_memory_unless_told_not_to(keep, monkeypatch):
+def test_a_cpu_run_keeps_freed_memory_unless_told_not_to_and_hands_it_back_last(keep, monkeypatch):
     from lladapt.config import TrainSection
     from lladapt.training import train
 
-    asked = []
-    real = loop.kept_freed_memory
-    monkeypatch.setattr(loop, "kept_freed_memory", lambda active: asked.append(active) or real(False))
+    events = []
+
+    @contextlib.contextmanager
+    def recorded(name, real, *args):
+        events.append(f"{name} {args}")
+        with real(*args):
+            yield
+        events.append(f"{name} done")
+
+    real_keep, real_held = loop.kept_freed_memory, loop.held_chunk_buffers
+    monkeypatch.setattr(loop, "kept_freed_memory", lambda active: recorded("keep", real_keep, active))
+    monkeypatch.setattr(loop, "held_chunk_buffers", lambda: recorded("held", real_held))
     settings = TrainSection(max_steps=1, batch_size=2, micro_batch_size=2, precision="fp32", progress="none",
                             save_steps=0, warmup_steps=0, keep_freed_memory=keep)
     train(tiny_trainable(), random_examples(4), settings, learning_rate=1e-3, pad_token_id=0, echo=lambda _: None)
-    assert asked == [keep]
+    # the settings come first and their trim last, after the run's buffers are let go
+    assert events == [f"keep ({keep},)", "held ()", "held done", "keep done"]
 
 
 def test_the_probe_runs_the_module_of_this_checkout():

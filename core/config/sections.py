@@ -148,7 +148,7 @@ class TrainSection(Section):
     compile: Literal["auto"] | bool = "auto"
     #: on the CPU (Linux, glibc): keep the memory the steps free for their next allocations
     #: instead of handing it back to the system at each free, whose fresh pages then cost a page
-    #: fault each (10-15x slower elementwise operators in a step); handed back at the end.
+    #: fault each (30,000-150,000 a step on the benchmark workload); handed back at the end.
     keep_freed_memory: bool = True
     #: several processes: ``ddp`` (each holds the whole base model), ``fsdp`` (the frozen base is
     #: sharded, FSDP2), ``auto``: as ``accelerate launch`` says (``--use_fsdp``), else ``ddp``.

@@ -92,9 +92,10 @@ def train(
     # a sharded base is gathered in bf16 by FSDP; else (CPU bf16) the frozen weights run in bf16
     run.frozen = run.precision.frozen_weights_cast(run.model)
     compiling = wants_compile(settings.compile, run.accelerator.device, run.model, run.sharded)
-    with (run.frozen if not run.sharded else contextlib.nullcontext(), run.precision.attention(run.model),
-          run.precision.packed_linears(run.model, active=not (run.sharded or compiling)), held_chunk_buffers(),
-          kept_freed_memory(settings.keep_freed_memory and run.accelerator.device.type == "cpu")):
+    # the allocator's settings outermost: its final trim hands back what the other contexts free
+    with (kept_freed_memory(settings.keep_freed_memory and run.accelerator.device.type == "cpu"),
+          run.frozen if not run.sharded else contextlib.nullcontext(), run.precision.attention(run.model),
+          run.precision.packed_linears(run.model, active=not (run.sharded or compiling)), held_chunk_buffers()):
         if compiling:
             # compiled on the weights' dtype and the attention the steps run: else dynamo traces
             # every region again at the first step
