@@ -12,10 +12,11 @@ Fixing the thresholds (``mallopt``: blocks up to 32 MiB, glibc's largest mmap th
 from the heap; the heap is trimmed only when 1 GiB lies free at its top) ends that once the
 heap has grown to the run's working set: the steps after the first few fault a few hundred
 pages. The peak is not raised: the memory kept is what the step used anyway. At the end of the
-run ``malloc_trim`` hands the free memory back (the training loop enters this context first, so
-it also hands back what the run's other contexts free on their way out). glibc cannot go back to its adaptive
-thresholds, so the fixed ones stay for the rest of the process; ``MALLOC_MMAP_THRESHOLD_`` and
-``MALLOC_TRIM_THRESHOLD_`` in the environment are the same settings for a whole process.
+run ``malloc_trim`` hands the free memory back (the training loop enters this context first,
+so it also hands back what the run's other contexts free on their way out). glibc cannot go back
+to its adaptive thresholds, so the fixed ones stay for the rest of the process;
+``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_`` in the environment are the same
+settings for a whole process.
 
 Only on Linux with glibc, and only for a run on the CPU; elsewhere nothing changes.
 """
@@ -60,7 +61,9 @@ def kept_freed_memory(active: bool = True) -> Iterator[bool]:
     if libc is None:
         yield False
         return
-    # mallopt returns 1 on success; a refused value leaves glibc's own threshold in force
+    # mallopt returns 1 on success. The trim threshold only once the mmap one is taken: setting
+    # any threshold turns off glibc's adaptive mmap threshold, so a trim threshold alone would map
+    # every block above 128 KiB afresh, worse than no setting (docs/benchmarks.md)
     kept = bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
     try:
         yield kept
