@@ -17,16 +17,14 @@ sys.path.insert(0, str(HERE))
 
 
 def losses(precision: str, args: argparse.Namespace) -> list[float]:
-    import setups
-    from train_speed import SETUP_FOR, _encoded
+    from train_speed import lladapt_workload
     from transformers import set_seed
 
     from lladapt.config import TrainSection
     from lladapt.training import train
 
     set_seed(42)
-    model, loaded = setups.build("lladapt", setups.SETUPS[SETUP_FOR["lora"]], setups.model_dir("smollm2"))
-    encoded = _encoded(loaded.tokenizer, args)
+    model, loaded, encoded = lladapt_workload(examples=args.examples, cutoff=args.cutoff, data_dir=args.data_dir)
     settings = TrainSection(epochs=1, batch_size=args.batch, micro_batch_size=4, warmup_steps=0,
                             precision=precision, progress="none", save_steps=0, logging_steps=1)
     result = train(model, encoded, settings, learning_rate=3e-4, pad_token_id=loaded.tokenizer.pad_token_id,

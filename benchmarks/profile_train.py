@@ -41,16 +41,13 @@ def main() -> None:
 
     import setups
     from torch.profiler import ProfilerActivity, profile, schedule
-    from train_speed import SETUP_FOR, _encoded
+    from train_speed import lladapt_workload
 
     from lladapt.config import TrainSection
     from lladapt.training import loop, train
 
     setups.set_threads(args.threads)
-    model, loaded = setups.build("lladapt", setups.SETUPS[SETUP_FOR[args.adapter]], setups.model_dir("smollm2"))
-    ns = argparse.Namespace(data_dir=str(HERE.parent.parent / "shared" / "data" / "llm-adapters"),
-                            examples=192, cutoff=256)
-    encoded = _encoded(loaded.tokenizer, ns)
+    model, loaded, encoded = lladapt_workload(args.adapter)
     if args.no_chunked_loss:
         original = loop.backward_step
         loop.backward_step = lambda *a, **k: original(*a, **{**k, "chunked_loss": False})

@@ -51,17 +51,14 @@ def main() -> None:
     args = parser.parse_args()
 
     import setups
-    from train_speed import SETUP_FOR, _encoded
+    from train_speed import lladapt_workload
 
     from lladapt.config import TrainSection
     from lladapt.plugins.adapters import fused
     from lladapt.training import loop, packed_linear, train
 
     setups.set_threads(args.threads)
-    model, loaded = setups.build("lladapt", setups.SETUPS[SETUP_FOR["lora"]], setups.model_dir("smollm2"))
-    ns = argparse.Namespace(data_dir=str(HERE.parent.parent / "shared" / "data" / "llm-adapters"),
-                            examples=192, cutoff=256)
-    encoded = _encoded(loaded.tokenizer, ns)
+    model, loaded, encoded = lladapt_workload()
     _time_function("LoRA branches", fused._LowRank)
     _time_function("packed frozen Linear", packed_linear._function())
     loop.chunked_summed_loss = _timed("chunked loss (head + cross-entropy, both passes)", loop.chunked_summed_loss)

@@ -44,6 +44,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 SETUP_FOR = {"lora": "lora-r32-qkvud", "series": "series-mlp", "parallel": "parallel-mlp"}
+#: the paper's datasets beside the project (``../shared``): every benchmark's ``--data-dir`` default.
+DATA_DIR = str(HERE.parent.parent / "shared" / "data" / "llm-adapters")
 SIDES = ("lladapt", "trainer")
 
 
@@ -67,6 +69,17 @@ def _encoded(tokenizer: Any, args: argparse.Namespace) -> list[Any]:
     examples = load_examples("math_data", data_dir=Path(args.data_dir), limit=args.examples)
     template = get_template("alpaca")
     return [encode_for_training(tokenizer, template, ex, cutoff_len=args.cutoff) for ex in examples]
+
+
+def lladapt_workload(adapter: str = "lora", examples: int = 192, cutoff: int = 256,
+                     data_dir: str = DATA_DIR) -> tuple[Any, Any, list[Any]]:
+    """lladapt's side of the workload on SmolLM2, for the scripts that look inside its training
+    (profiles, timings, loss curves): the adapted model, the loaded base and the encoded examples."""
+    import setups
+
+    model, loaded = setups.build("lladapt", setups.SETUPS[SETUP_FOR[adapter]], setups.model_dir("smollm2"))
+    args = argparse.Namespace(data_dir=data_dir, examples=examples, cutoff=cutoff)
+    return model, loaded, _encoded(loaded.tokenizer, args)
 
 
 def _run_lladapt(model: Any, tokenizer: Any, encoded: list[Any], args: argparse.Namespace) -> dict[str, Any]:
@@ -286,7 +299,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--examples", type=int, default=192)
     parser.add_argument("--cutoff", type=int, default=256)
     parser.add_argument("--model", default="smollm2")
-    parser.add_argument("--data-dir", default=str(HERE.parent.parent / "shared" / "data" / "llm-adapters"))
+    parser.add_argument("--data-dir", default=DATA_DIR)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
