@@ -68,6 +68,21 @@ def test_chunked_loss_in_small_chunks_with_a_trainable_head_and_bias():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_a_target_whose_probability_underflows_gets_its_exact_loss(dtype):
+    # logits 0 and 200 * x: a target at 0 has probability exp(-200), 0 in fp32; its row's loss
+    # is computed again from the logits (about 200), the other rows' from their probabilities
+    head = torch.nn.Linear(2, 3, bias=False).to(dtype)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[0.0, 0.0], [200.0, 0.0], [0.0, 1.0]]))
+    hidden = torch.tensor([[[1.0, 0.0], [1.0, 0.0], [0.0, 2.0], [1.0, 0.0]]], dtype=dtype)
+    labels = torch.tensor([[0, 0, 1, 2]])  # targets after the shift: 0 (underflows), 1, 2
+    chunked = chunked_summed_loss(hidden, head, labels, chunk_rows=2)
+    plain = summed_loss(head(hidden), labels)
+    assert 200 < chunked.item() < 210
+    assert torch.allclose(chunked.float(), plain.float(), rtol=1e-6), (chunked, plain)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 def test_chunk_buffers_held_for_a_run_give_the_losses_of_fresh_ones_and_are_made_once(dtype, monkeypatch):
     generator = torch.Generator().manual_seed(1)
     head = torch.nn.Linear(16, 50).to(dtype)

@@ -106,8 +106,8 @@ def _function():
                         torch.mm(part, weight.t(), out=logits)
                     else:
                         torch.addmm(bias, part, weight.t(), out=logits)
-                    probs, summed = _softmax_in_place(probs.copy_(logits) if copies else probs, tgt)
-                    total += summed
+                    probs, picked = _softmax_in_place(probs.copy_(logits) if copies else probs, tgt)
+                    total += _summed_cross_entropy(picked, part, weight, bias, tgt)
                     probs[torch.arange(len(tgt), device=tgt.device), tgt] -= 1  # d(sum CE)/d(logits)
                     grad = logits.copy_(probs) if copies else probs
                     grad_rows[start:start + chunk_rows] = grad @ weight
@@ -169,11 +169,33 @@ def _chunk_buffers(rows: int, weight: torch.Tensor) -> tuple[torch.Tensor, torch
     return buffers
 
 
+#: a target's probability below this (fp32's smallest normal number is 1.2e-38) has lost digits or
+#: underflowed to 0: its row's cross-entropy is computed again from its logits.
+_TINY = 1e-30
+
+
 def _softmax_in_place(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The softmax of fp32 ``logits`` over the vocabulary, written over them, and the summed
-    cross-entropy against ``targets``: ``log(sum(exp(l - max))) - (l[target] - max)`` per row. In
-    place, with no chunk-sized temporary (``torch.logsumexp`` allocates one for ``l - max``)."""
-    logits.sub_(logits.amax(dim=-1, keepdim=True))
-    picked = logits.gather(1, targets[:, None])
-    sums = logits.exp_().sum(dim=-1, keepdim=True)
-    return logits.div_(sums), (sums.log() - picked).sum()
+    """The softmax of fp32 ``logits`` over the vocabulary, written over them, and each row's
+    probability of its target. torch's softmax kernel makes its passes over a row while the row
+    is in the cache: 256 SmolLM2 rows (50 MB) took 4.2-4.7 ms where the same softmax as separate
+    in-place operations (max, subtract, exp, sum, divide) took 14.5 ms on a 2-core AMD EPYC."""
+    import torch
+
+    probs = torch.softmax(logits, dim=-1, out=logits)
+    return probs, probs.gather(1, targets[:, None]).squeeze(1)
+
+
+def _summed_cross_entropy(picked: torch.Tensor, rows: torch.Tensor, weight: torch.Tensor,
+                          bias: torch.Tensor | None, targets: torch.Tensor) -> torch.Tensor:
+    """The summed cross-entropy ``-log p(target)`` of rows whose target probabilities are
+    ``picked``. A probability under :data:`_TINY` (a loss above about 69) lost its digits in fp32:
+    those rows' losses are ``logsumexp(logits) - logits[target]`` of their logits computed again
+    (``rows @ weight.T + bias``; rare, and a handful of rows)."""
+    import torch
+
+    losses = picked.log().neg_()
+    tiny = picked < _TINY
+    if bool(tiny.any()):
+        logits = torch.nn.functional.linear(rows[tiny], weight, bias).float()
+        losses[tiny] = logits.logsumexp(-1) - logits.gather(1, targets[tiny][:, None]).squeeze(1)
+    return losses.sum()
