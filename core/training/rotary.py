@@ -32,15 +32,19 @@ if TYPE_CHECKING:  # pragma: no cover
 NAME = "apply_rotary_pos_emb"
 
 
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, out: torch.Tensor, sign: float) -> torch.Tensor:
-    """``out = x * cos + rotate(x) * sin``, ``rotate(x) = [-sign * x2, sign * x1]`` (``sign`` 1:
-    ``rotate_half``; -1: its transpose, for the gradient), one half of ``out`` at a time."""
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, out: torch.Tensor,
+            transposed: bool = False) -> torch.Tensor:
+    """``out = x * cos + rotate_half(x) * sin`` (``[x1 c1 - x2 s1, x2 c2 + x1 s2]`` by halves), or
+    with ``transposed`` the gradient's transpose of it (``[x1 c1 + x2 s2, x2 c2 - x1 s1]``), one
+    half of ``out`` at a time."""
     import torch
 
     half = x.shape[-1] // 2
     x1, x2, o1, o2 = x[..., :half], x[..., half:], out[..., :half], out[..., half:]
-    torch.mul(x1, cos[..., :half], out=o1).addcmul_(x2, sin[..., :half], value=-sign)
-    torch.mul(x2, cos[..., half:], out=o2).addcmul_(x1, sin[..., half:], value=sign)
+    c1, c2, s1, s2 = cos[..., :half], cos[..., half:], sin[..., :half], sin[..., half:]
+    sign = -1.0 if transposed else 1.0
+    torch.mul(x1, c1, out=o1).addcmul_(x2, s2 if transposed else s1, value=-sign)
+    torch.mul(x2, c2, out=o2).addcmul_(x1, s1 if transposed else s2, value=sign)
     return out
 
 
@@ -58,13 +62,13 @@ def _function() -> type:
                 ctx.save_for_backward(cos, sin)
                 ctx.dtypes = q.dtype, k.dtype
                 return tuple(_rotate(x, cos, sin, torch.empty(
-                    x.shape, dtype=torch.promote_types(x.dtype, cos.dtype), device=x.device), 1.0) for x in (q, k))
+                    x.shape, dtype=torch.promote_types(x.dtype, cos.dtype), device=x.device)) for x in (q, k))
 
             @staticmethod
             def backward(ctx: Any, grad_q: torch.Tensor, grad_k: torch.Tensor) -> tuple[Any, ...]:
                 cos, sin = ctx.saved_tensors
                 grads = [None if g is None else _rotate(g, cos, sin, torch.empty_like(
-                    g, memory_format=torch.contiguous_format), -1.0).to(dtype)
+                    g, memory_format=torch.contiguous_format), transposed=True).to(dtype)
                     for g, dtype in zip((grad_q, grad_k), ctx.dtypes, strict=True)]
                 return grads[0], grads[1], None, None
 
@@ -97,12 +101,12 @@ def _in_one_pass(original: Callable[..., Any]) -> Callable[..., Any]:
 
 def _computes_the_same(original: Callable[..., Any], replacement: Callable[..., Any]) -> bool:
     """Whether ``replacement`` gives ``original``'s outputs and gradients on a small random input
-    (2 rows, 3 query and 1 key heads of 8, 5 positions; fp32), heads before positions
-    (``unsqueeze_dim=1``) and after (``2``)."""
+    (2 rows, 3 query and 1 key heads of 8, 5 positions; fp32; random cos and sin, whose halves
+    differ), heads before positions (``unsqueeze_dim=1``) and after (``2``)."""
     import torch
 
     generator = torch.Generator().manual_seed(0)
-    angles = torch.randn(2, 5, 4, generator=generator).repeat(1, 1, 2)
+    cos, sin = (torch.randn(2, 5, 8, generator=generator) for _ in range(2))  # halves of their own
     try:
         for dim in (1, 2):
             shapes = [(2, heads, 5, 8) if dim == 1 else (2, 5, heads, 8) for heads in (3, 1)]
@@ -110,7 +114,7 @@ def _computes_the_same(original: Callable[..., Any], replacement: Callable[..., 
             outputs = []
             for function in (original, replacement):
                 qi, ki = q.clone().requires_grad_(), k.clone().requires_grad_()
-                q_out, k_out = function(qi, ki, angles.cos(), angles.sin(), unsqueeze_dim=dim)
+                q_out, k_out = function(qi, ki, cos, sin, unsqueeze_dim=dim)
                 (q_out * torch.arange(q_out.numel()).view_as(q_out)).sum().add(k_out.sum() * 3).backward()
                 outputs.append((q_out, k_out, qi.grad, ki.grad))
             if not all(torch.allclose(a, b, atol=1e-4) for a, b in zip(*outputs, strict=True)):
