@@ -75,10 +75,9 @@ def main() -> None:
 
     import setups
     from provenance import commit
-    from train_speed import lladapt_workload
+    from train_speed import lladapt_workload, train_steps
 
-    from lladapt.config import TrainSection
-    from lladapt.training import loop, train
+    from lladapt.training import loop
 
     setups.set_threads(args.threads)
     model, loaded, encoded = lladapt_workload()
@@ -99,10 +98,7 @@ def main() -> None:
         return out
 
     loop.backward_step = paired
-    settings = TrainSection(max_steps=args.steps, warmup_steps=100, precision=args.precision, progress="none",
-                            save_steps=0)
-    train(model, encoded, settings, learning_rate=3e-4, pad_token_id=loaded.tokenizer.pad_token_id,
-          echo=lambda _: None)
+    train_steps(model, loaded, encoded, args.steps, args.precision)
     off, on = seconds[False][args.skip:], seconds[True][args.skip:]
     ratios = [a / b for a, b in zip(off, on, strict=True)]
     result = {"lever": args.lever, "precision": args.precision, "steps": args.steps, "skip": args.skip,

@@ -41,10 +41,9 @@ def main() -> None:
 
     import setups
     from torch.profiler import ProfilerActivity, profile, schedule
-    from train_speed import lladapt_workload
+    from train_speed import lladapt_workload, train_steps
 
-    from lladapt.config import TrainSection
-    from lladapt.training import loop, train
+    from lladapt.training import loop
 
     setups.set_threads(args.threads)
     model, loaded, encoded = lladapt_workload(args.adapter)
@@ -52,15 +51,12 @@ def main() -> None:
         original = loop.backward_step
         loop.backward_step = lambda *a, **k: original(*a, **{**k, "chunked_loss": False})
     skip = max(args.skip, 1 if args.after_first else 0)
-    settings = TrainSection(max_steps=args.steps + skip, warmup_steps=100, precision=args.precision,
-                            progress="none", save_steps=0)
     started = time.perf_counter()
     with profile(activities=[ProfilerActivity.CPU], profile_memory=not args.shapes, record_shapes=args.shapes,
                  schedule=schedule(wait=skip, warmup=0, active=args.steps)) as prof:
         optimizer_step = loop._optimizer_step
         loop._optimizer_step = lambda *a, **k: (optimizer_step(*a, **k), prof.step())[0]
-        result = train(model, encoded, settings, learning_rate=3e-4,
-                       pad_token_id=loaded.tokenizer.pad_token_id, echo=lambda _: None)
+        result = train_steps(model, loaded, encoded, args.steps + skip, args.precision)
     total = time.perf_counter() - started
     print(f"{result.steps} steps ({args.steps} profiled), {result.real_tokens} non-pad tokens, {total:.1f} s under the profiler, "
           f"padded share {result.padded_share:.1%}")

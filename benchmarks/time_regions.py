@@ -75,12 +75,13 @@ def _timed_region(name: str, fn, tensor_at: int):
     """``fn`` timed forward, and backward between stamps on its ``tensor_at`` argument and its
     (first) output."""
     before, after = _stamp(name, opening=False), _stamp(name, opening=True)
+    forward = _timed(f"{name} forward", fn)
 
     def wrapper(*args, **kwargs):
         args = list(args)
         if args[tensor_at].requires_grad:
             args[tensor_at] = before(args[tensor_at])
-        out = _timed(f"{name} forward", fn)(*args, **kwargs)
+        out = forward(*args, **kwargs)
         first = out[0] if isinstance(out, tuple) else out
         if first.requires_grad:
             first = after(first)
@@ -97,12 +98,11 @@ def main() -> None:
     args = parser.parse_args()
 
     import setups
-    from train_speed import lladapt_workload
+    from train_speed import lladapt_workload, train_steps
     from transformers.models.llama import modeling_llama
 
-    from lladapt.config import TrainSection
     from lladapt.plugins.adapters import fused
-    from lladapt.training import attention, loop, packed_linear, precision, rotary, train
+    from lladapt.training import attention, loop, packed_linear, precision, rotary
 
     setups.set_threads(args.threads)
     model, loaded, encoded = lladapt_workload()
@@ -127,10 +127,7 @@ def main() -> None:
         return out
 
     loop._optimizer_step = step
-    settings = TrainSection(max_steps=args.steps + args.skip, warmup_steps=100, precision=args.precision,
-                            progress="none", save_steps=0)
-    train(model, encoded, settings, learning_rate=3e-4, pad_token_id=loaded.tokenizer.pad_token_id,
-          echo=lambda _: None)
+    train_steps(model, loaded, encoded, args.steps + args.skip, args.precision)
     timed = steps[args.skip:]
     total = sum(seconds for seconds, _ in timed)
     regions = collections.Counter()

@@ -82,6 +82,18 @@ def lladapt_workload(adapter: str = "lora", examples: int = 192, cutoff: int = 2
     return model, loaded, _encoded(loaded.tokenizer, args)
 
 
+def train_steps(model: Any, loaded: Any, encoded: list[Any], steps: int, precision: str) -> Any:
+    """``steps`` optimizer steps of lladapt's side of the workload (lr 3e-4, 100 warm-up steps,
+    4 x 4 micro-batches) on :func:`lladapt_workload`'s model, for the scripts that time or profile
+    the steps; returns ``train``'s result."""
+    from lladapt.config import TrainSection
+    from lladapt.training import train
+
+    settings = TrainSection(max_steps=steps, warmup_steps=100, precision=precision, progress="none", save_steps=0)
+    return train(model, encoded, settings, learning_rate=3e-4, pad_token_id=loaded.tokenizer.pad_token_id,
+                 echo=lambda _: None)
+
+
 def _run_lladapt(model: Any, tokenizer: Any, encoded: list[Any], args: argparse.Namespace) -> dict[str, Any]:
     from lladapt.config import TrainSection
     from lladapt.training import train
