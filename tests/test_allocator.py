@@ -56,8 +56,10 @@ def test_freed_memory_is_kept_for_the_next_allocations_then_handed_back():
     # glibc's own thresholds: frees hand the blocks back (most of them: how many depends on where
     # its adaptive thresholds stand), and a later round faults them in again
     assert not system["kept"] and system["faults"] > 40_000, system
-    # kept: the later rounds reuse the pages of the first, which stay until the block ends
-    assert kept["kept"] and kept["freed"] < 20 and kept["faults"] < 5_000, kept
+    # kept: the later rounds reuse the pages of the first, which stay until the block ends. A
+    # round allocates 51,200 pages; where the heap puts a block can still leave one or two of the
+    # 20 blocks on fresh pages (2,560 faults each: seen 2,560 here and 5,120 on CI's machine)
+    assert kept["kept"] and kept["freed"] < 20 and kept["faults"] < 10_000, kept
     assert kept["after"] > 150, kept
 
 
