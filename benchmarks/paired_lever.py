@@ -11,7 +11,9 @@ Levers (``--lever``), each switched between the code before it and the code on m
 
 * ``loss-softmax``: the chunked loss's softmax by torch's kernel in place (main) against the five
   in-place operations before it (max, subtract, exp, sum, divide);
-* ``rotary``: the rotary embedding in one pass each way (main) against transformers' function.
+* ``rotary``: the rotary embedding in one pass each way (main) against transformers' function;
+* ``attention-bf16``: a bf16 run's causal attention in bf16 matmuls with an fp32 softmax (main)
+  against the chunked SDPA in fp32 before it.
 
     .venv/bin/python benchmarks/paired_lever.py --lever loss-softmax --steps 9 --skip 3
 """
@@ -58,6 +60,13 @@ def _switch(lever: str):
                 setattr(modeling_llama, rotary.NAME, original)
             elif on and original is None:
                 setattr(modeling_llama, rotary.NAME, switch.replacement)
+    elif lever == "attention-bf16":
+        from transformers import AttentionInterface
+
+        from lladapt.training import attention
+
+        def switch(on: bool) -> None:
+            AttentionInterface.register(attention.BF16, attention.attention_in_bf16 if on else attention.sdpa_chunked_in_fp32)
     else:
         raise SystemExit(f"unknown lever {lever!r}")
     return switch
@@ -65,7 +74,7 @@ def _switch(lever: str):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--lever", required=True, choices=["loss-softmax", "rotary"])
+    parser.add_argument("--lever", required=True, choices=["loss-softmax", "rotary", "attention-bf16"])
     parser.add_argument("--steps", type=int, default=9, help="optimizer steps run")
     parser.add_argument("--skip", type=int, default=3, help="first steps left out (the heap's growth)")
     parser.add_argument("--precision", default="bf16")

@@ -1,6 +1,7 @@
 """The attention of a CPU training run (lladapt.training.attention): causal queries in chunks give
 transformers' SDPA results, a call that is not plainly causal keeps transformers' own, and a bf16
-run without AMX computes it in fp32; the model is set back afterwards."""
+run without AMX computes it in bf16 matmuls with an fp32 softmax (within bf16's rounding of fp32
+SDPA); the model is set back afterwards."""
 
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ def test_chunked_attention_gives_transformers_sdpa_results_and_gradients(monkeyp
     ids, mask = _batch(lengths, 150)
     want, want_grads = _logits_and_grads(model, ids, mask)
     calls = _sdpa_calls(monkeypatch)
-    with attention.training_attention(model, active=True, fp32=False) as implementation:
+    with attention.training_attention(model, active=True, bf16=False) as implementation:
         assert implementation == attention.CHUNKED == model.config._attn_implementation
         got, got_grads = _logits_and_grads(model, ids, mask)
     assert model.config._attn_implementation == "sdpa"  # set back
@@ -100,36 +101,106 @@ def test_a_call_that_is_not_plainly_causal_keeps_transformers_sdpa(monkeypatch):
         assert torch.equal(got, want)
 
 
-def test_fp32_attention_runs_sdpa_in_fp32_under_bf16_autocast_then_sets_the_model_back(monkeypatch):
+def _attention_inputs(lengths, total, prefix=0, dtype=torch.float32):
+    """SmolLM2's head layout (9 query heads sharing 3 key/value heads of 64) over right-padded
+    rows, ``prefix`` keys before the queries, and the causal boolean mask transformers passes."""
+    g = torch.Generator().manual_seed(5)
+    rows = len(lengths)
+    query = torch.randn(rows, 9, total, 64, generator=g).to(dtype).requires_grad_()
+    key, value = (torch.randn(rows, 3, prefix + total, 64, generator=g).to(dtype).requires_grad_() for _ in range(2))
+    real = torch.arange(prefix + total)[None, :] < prefix + torch.tensor(lengths)[:, None]
+    mask = torch.ones(total, prefix + total, dtype=torch.bool).tril(prefix)[None, None] & real[:, None, None, :]
+    return query, key, value, mask
+
+
+@pytest.mark.parametrize(("lengths", "prefix"), [((150, 90, 131), 0), ((40, 40), 0), ((70, 33), 10)],
+                         ids=["padded", "short, no padding", "prefix keys"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_bf16_attention_gives_sdpa_results_and_gradients_within_bf16_rounding(lengths, prefix, dtype):
+    from lladapt.training.attention_bf16 import causal_attention_bf16
+
+    query, key, value, mask = _attention_inputs(lengths, max(lengths), prefix, dtype)
+    scale = 0.125
+    # fp32 SDPA, key/value heads repeated to the query heads
+    q, k, v = (t.detach().float().requires_grad_() for t in (query, key, value))
+    want = torch.nn.functional.scaled_dot_product_attention(
+        q, k.repeat_interleave(3, 1), v.repeat_interleave(3, 1), attn_mask=mask, scale=scale).transpose(1, 2)
+    got = causal_attention_bf16(query, key, value, mask, scale)
+    assert got.dtype == torch.bfloat16 and got.shape == want.shape
+    real = (torch.arange(max(lengths))[None, :] < torch.tensor(lengths)[:, None])[..., None, None].expand_as(want)
+    assert (got.float() - want)[real].abs().max() < 0.03
+    grad = torch.randn(want.shape, generator=torch.Generator().manual_seed(6)) * real
+    want_grads = torch.autograd.grad(want, (q, k, v), grad)
+    got_grads = torch.autograd.grad(got, (query, key, value), grad.to(got.dtype))
+    for name, g_got, g_want in zip("qkv", got_grads, want_grads, strict=True):
+        assert g_got.dtype == dtype, name
+        # within bf16's rounding of the scores, the probabilities and the matmuls' inputs
+        assert (g_got.float() - g_want).abs().max() < 0.02 * g_want.abs().max(), name
+
+
+def test_a_query_that_sees_no_key_gives_finite_values_and_no_gradient():
+    from lladapt.training.attention_bf16 import causal_attention_bf16
+
+    query, key, value, mask = _attention_inputs((6, 6), 6)
+    mask = mask.clone()
+    mask[1, :, :2] = False  # the second row's first two queries see nothing (left padding)
+    out = causal_attention_bf16(query, key, value, mask, 0.125)
+    grad = torch.ones_like(out)
+    grad[1, :2] = 0  # padding's outputs get no gradient from the loss
+    out.backward(grad)
+    assert torch.isfinite(out).all()
+    assert all(torch.isfinite(t.grad).all() for t in (query, key, value))
+    assert query.grad[1, :, :2].abs().max() == 0
+
+
+def test_bf16_attention_sends_a_call_that_is_not_plainly_causal_or_not_under_autocast_to_fp32_sdpa(monkeypatch):
+    query, key, value, mask = _attention_inputs((130, 130), 130)
+    module = torch.nn.Module()
+    module.num_key_value_groups = 3
+    calls = _sdpa_calls(monkeypatch)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, _ = attention.attention_in_bf16(module, query, key, value, mask, scaling=0.125)
+        assert calls == [] and out.dtype == torch.bfloat16
+        seeing_ahead = mask.clone()
+        seeing_ahead[1, 0, 3, 100] = True
+        out, _ = attention.attention_in_bf16(module, query, key, value, seeing_ahead, scaling=0.125)
+    assert calls == [(130, torch.float32)] and out.dtype == torch.float32
+    calls.clear()  # outside autocast (the fp32 model run in a checkpoint's callback): fp32 chunks
+    out, _ = attention.attention_in_bf16(module, query, key, value, mask, scaling=0.125)
+    assert calls == [(64, torch.float32), (64, torch.float32), (2, torch.float32)] and out.dtype == torch.float32
+
+
+def test_bf16_attention_in_a_model_under_autocast_then_sets_the_model_back(monkeypatch):
+    from lladapt.training import attention_bf16
+
     model = tiny_trainable()
     ids = torch.tensor([[5, 9, 17, 3, 44, 8], [0, 0, 12, 7, 30, 2]])  # the second row left-padded
     mask = (ids != 0).long()
-    calls = _sdpa_calls(monkeypatch)
+    sdpa = _sdpa_calls(monkeypatch)
+    ours = []
+    real_apply = attention_bf16._Attention.apply
+    monkeypatch.setattr(attention_bf16._Attention, "apply", lambda *a: ours.append(a[0].shape) or real_apply(*a))
     with torch.no_grad():
         fp32_logits = model(input_ids=ids, attention_mask=mask).logits
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            plain = model(input_ids=ids, attention_mask=mask).logits
-        assert [dtype for _, dtype in calls[len(model.model.layers):]] == [torch.bfloat16] * len(model.model.layers)
-        calls.clear()
-        with attention.training_attention(model, active=True, fp32=True) as implementation, \
+        sdpa.clear()
+        with attention.training_attention(model, active=True, bf16=True) as implementation, \
                 torch.autocast("cpu", dtype=torch.bfloat16):
-            assert implementation == attention.CHUNKED_FP32 == model.config._attn_implementation
-            fp32_attn = model(input_ids=ids, attention_mask=mask).logits
-    assert [dtype for _, dtype in calls] == [torch.float32] * len(model.model.layers)
+            assert implementation == attention.BF16 == model.config._attn_implementation
+            bf16_attn = model(input_ids=ids, attention_mask=mask).logits
+    assert sdpa == [] and len(ours) == len(model.model.layers)
     assert model.config._attn_implementation == "sdpa"  # set back
-    # both within bf16's rounding of the fp32 model; the padded row's real tokens too
+    # within bf16's rounding of the fp32 model; the padded row's real tokens too
     real = mask.bool()
-    assert (fp32_attn - fp32_logits)[real].abs().max() < 0.05
-    assert (plain.float() - fp32_logits)[real].abs().max() < 0.05
-    with attention.training_attention(model, active=False, fp32=True) as implementation:
+    assert (bf16_attn.float() - fp32_logits)[real].abs().max() < 0.05
+    with attention.training_attention(model, active=False, bf16=True) as implementation:
         assert implementation is None and model.config._attn_implementation == "sdpa"
 
 
 @pytest.mark.parametrize(("mode", "flags", "expected"), [
-    ("bf16", {"avx512_bf16"}, attention.CHUNKED_FP32), ("bf16", {"avx512_bf16", "amx_bf16"}, None),
+    ("bf16", {"avx512_bf16"}, attention.BF16), ("bf16", {"avx512_bf16", "amx_bf16"}, None),
     ("no", set(), attention.CHUNKED), ("no", {"amx_bf16"}, attention.CHUNKED),
 ])
-def test_a_cpu_run_chunks_its_attention_and_runs_it_in_fp32_under_bf16_without_amx(monkeypatch, mode, flags,
+def test_a_cpu_run_chunks_its_attention_and_runs_it_in_bf16_matmuls_under_bf16_without_amx(monkeypatch, mode, flags,
                                                                                    expected):
     monkeypatch.setattr(precision_mod, "cpu_flags", lambda: frozenset(flags))
     with Precision(mode, torch.device("cpu")).attention(tiny_trainable()) as implementation:
@@ -138,10 +209,15 @@ def test_a_cpu_run_chunks_its_attention_and_runs_it_in_fp32_under_bf16_without_a
         assert implementation is None  # another device keeps its attention
 
 
-def test_a_cpu_bf16_run_trains_with_fp32_attention_and_sets_the_model_back(monkeypatch):
+def test_a_cpu_bf16_run_trains_with_bf16_attention_and_sets_the_model_back(monkeypatch):
+    from lladapt.training import attention_bf16
+
     monkeypatch.setattr(precision_mod, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
     model = tiny_trainable()
-    calls = _sdpa_calls(monkeypatch)
+    sdpa = _sdpa_calls(monkeypatch)
+    ours = []
+    real_apply = attention_bf16._Attention.apply
+    monkeypatch.setattr(attention_bf16._Attention, "apply", lambda *a: ours.append(a[0].shape) or real_apply(*a))
     two_steps(model)
-    assert {dtype for _, dtype in calls} == {torch.float32} and len(calls) == 2 * 2 * len(model.model.layers)
+    assert sdpa == [] and len(ours) == 2 * 2 * len(model.model.layers)
     assert model.config._attn_implementation == "sdpa"

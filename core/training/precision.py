@@ -98,15 +98,16 @@ class Precision:
     def attention(self, model: torch.nn.Module) -> contextlib.AbstractContextManager[str | None]:
         """The model's attention for the run on the CPU
         (:func:`~lladapt.training.attention.training_attention`): causal queries in chunks, and
-        in fp32 under bf16, where torch's bf16 attention kernel is the slower one; a bf16 run on
-        a CPU with AMX (whose bf16 kernel was not measured) and any other device keep theirs."""
+        in bf16 matmuls under bf16, where torch's bf16 attention kernel is the slower one; a bf16
+        run on a CPU with AMX (whose bf16 kernel was not measured) and any other device keep
+        theirs."""
         import torch
 
         from lladapt.training.attention import training_attention
 
         bf16 = self.dtype is torch.bfloat16
         cpu = self.device.type == "cpu" and not (bf16 and "amx_bf16" in cpu_flags())
-        return training_attention(model, active=cpu, fp32=bf16)
+        return training_attention(model, active=cpu, bf16=bf16)
 
     def packed_linears(self, model: torch.nn.Module, active: bool) -> contextlib.AbstractContextManager[int]:
         """The frozen Linear layers in the dtype their matmuls run in computed on weights packed
