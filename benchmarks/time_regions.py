@@ -1,11 +1,11 @@
 """Where a training step's time goes, without a profiler: ``perf_counter`` around the forward and
 backward of lladapt's own autograd functions (the fused LoRA branches, the packed frozen Linear
-layers, the rotary embedding) and around the chunked loss, summed per optimizer step, on the
-train_speed workload (SmolLM2-135M, LoRA r=32 on q, k, v, up, down, 4 x 4 micro-batches). The
-attention kernel and LLaMA's RMSNorm are timed forward around the call and backward between two
-identity functions around them (the autograd engine runs one node at a time on the CPU, so the
-time from the one after the region to the one before it is the region's backward), and the
-optimizer's step around it. The rest of the step (the MLP's activation, casts, residual adds,
+layers, the rotary embedding, a bf16 run's attention) and around the chunked loss, summed per
+optimizer step, on the train_speed workload (SmolLM2-135M, LoRA r=32 on q, k, v, up, down, 4 x 4
+micro-batches). The chunked SDPA and LLaMA's RMSNorm are timed forward around the call and
+backward between two identity functions around them (the autograd engine runs one node at a time
+on the CPU, so the time from the one after the region to the one before it is the region's
+backward), and the optimizer's step around it. The rest of the step (the MLP's activation, casts, residual adds,
 Python) is the step less those.
 
 ``torch.profiler`` timed the small operators of a step several times slower than they run (the
@@ -102,7 +102,7 @@ def main() -> None:
     from transformers.models.llama import modeling_llama
 
     from lladapt.plugins.adapters import fused
-    from lladapt.training import attention, loop, packed_linear, precision, rotary
+    from lladapt.training import attention, attention_bf16, loop, packed_linear, precision, rotary
 
     setups.set_threads(args.threads)
     model, loaded, encoded = lladapt_workload()
@@ -110,8 +110,10 @@ def main() -> None:
     _time_function("packed frozen Linear", packed_linear._function())
     _time_function("rotary embedding", rotary._function())
     loop.chunked_summed_loss = _timed("chunked loss (head + cross-entropy, both passes)", loop.chunked_summed_loss)
-    # the chunked SDPA call both registered attentions make (the fp32 one after casting q, k, v)
+    # the chunked SDPA call (fp32 runs; a bf16 run's calls that are not plainly causal), and a bf16
+    # run's causal attention in bf16 matmuls (an autograd function)
     attention.sdpa_chunked = _timed_region("attention kernel", attention.sdpa_chunked, tensor_at=1)
+    _time_function("attention kernel", attention_bf16._Attention)
     norm = modeling_llama.LlamaRMSNorm
     norm.forward = _timed_region("RMSNorm", norm.forward, tensor_at=1)
     precision.Precision.step = _timed("optimizer step", precision.Precision.step)
