@@ -94,7 +94,7 @@ def sdpa_chunked_in_fp32(module: Any, query: torch.Tensor, key: torch.Tensor, va
 
 
 def attention_in_bf16(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                   attention_mask: torch.Tensor | None, **kwargs: Any) -> tuple[torch.Tensor, Any]:
+                      attention_mask: torch.Tensor | None, **kwargs: Any) -> tuple[torch.Tensor, Any]:
     """A plainly causal call under bf16 autocast in bf16 matmuls with an fp32 softmax
     (:func:`~lladapt.training.attention_bf16.causal_attention_bf16`); any other call under
     autocast as :func:`sdpa_chunked_in_fp32`, and a call outside autocast (a forward of the fp32
