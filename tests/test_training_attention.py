@@ -29,6 +29,16 @@ def _sdpa_calls(monkeypatch):
     return seen
 
 
+def _bf16_attention_calls(monkeypatch):
+    """The query shapes of every call into the bf16 attention's autograd function."""
+    from lladapt.training import attention_bf16
+
+    seen = []
+    real = attention_bf16._Attention.apply
+    monkeypatch.setattr(attention_bf16._Attention, "apply", lambda *args: seen.append(args[0].shape) or real(*args))
+    return seen
+
+
 def _batch(lengths, total):
     """Right-padded rows of ``lengths`` real tokens in ``total`` positions."""
     g = torch.Generator().manual_seed(3)
@@ -171,15 +181,11 @@ def test_bf16_attention_sends_a_call_that_is_not_plainly_causal_or_not_under_aut
 
 
 def test_bf16_attention_in_a_model_under_autocast_then_sets_the_model_back(monkeypatch):
-    from lladapt.training import attention_bf16
-
     model = tiny_trainable()
     ids = torch.tensor([[5, 9, 17, 3, 44, 8], [0, 0, 12, 7, 30, 2]])  # the second row left-padded
     mask = (ids != 0).long()
     sdpa = _sdpa_calls(monkeypatch)
-    ours = []
-    real_apply = attention_bf16._Attention.apply
-    monkeypatch.setattr(attention_bf16._Attention, "apply", lambda *a: ours.append(a[0].shape) or real_apply(*a))
+    ours = _bf16_attention_calls(monkeypatch)
     with torch.no_grad():
         fp32_logits = model(input_ids=ids, attention_mask=mask).logits
         sdpa.clear()
@@ -210,14 +216,10 @@ def test_a_cpu_run_chunks_its_attention_and_runs_it_in_bf16_matmuls_under_bf16_w
 
 
 def test_a_cpu_bf16_run_trains_with_bf16_attention_and_sets_the_model_back(monkeypatch):
-    from lladapt.training import attention_bf16
-
     monkeypatch.setattr(precision_mod, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
     model = tiny_trainable()
     sdpa = _sdpa_calls(monkeypatch)
-    ours = []
-    real_apply = attention_bf16._Attention.apply
-    monkeypatch.setattr(attention_bf16._Attention, "apply", lambda *a: ours.append(a[0].shape) or real_apply(*a))
+    ours = _bf16_attention_calls(monkeypatch)
     two_steps(model)
     assert sdpa == [] and len(ours) == 2 * 2 * len(model.model.layers)
     assert model.config._attn_implementation == "sdpa"
