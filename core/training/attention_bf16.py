@@ -6,8 +6,9 @@ bf16 than in fp32 on short rows (:mod:`lladapt.training.attention`), and in fp32
 backward took about twice the time of their matmuls at fp32's peak. Here the scores and the
 output are four batched bf16 matmuls forward and backward, one per key/value head for all the
 query heads that share it (no key or value repeated), with the softmax and its gradient in fp32:
-forward and backward of one layer took 5.8-6.0 ms against 9.0-9.1 ms for the fp32 chunked SDPA
-at 165 tokens, and 10.8-11.3 against 17.2-17.3 ms at 256.
+forward and backward of one layer took 6.0-8.1 ms against 8.9-13.3 ms for the fp32 chunked SDPA
+at 165 tokens, and 11.9-14.5 against 16.8-18.5 ms at 256 (medians of runs of 50 calls, three
+runs and two runs apart, a noisy stretch).
 
 Precision: the scores leave their matmul rounded to bf16 and the probabilities enter theirs in
 bf16, as in eager attention under autocast; the output differed from fp32 attention by up to
