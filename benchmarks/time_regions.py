@@ -5,8 +5,8 @@ optimizer step, on the train_speed workload (SmolLM2-135M, LoRA r=32 on q, k, v,
 micro-batches). The chunked SDPA and LLaMA's RMSNorm are timed forward around the call and
 backward between two identity functions around them (the autograd engine runs one node at a time
 on the CPU, so the time from the one after the region to the one before it is the region's
-backward), and the optimizer's step around it. The rest of the step (the MLP's activation, casts, residual adds,
-Python) is the step less those.
+backward), and the optimizer's step around it. The rest of the step (the MLP's activation, casts,
+residual adds, Python) is the step less those.
 
 ``torch.profiler`` timed the small operators of a step several times slower than they run (the
 up projection's LoRA product: 4.4-4.8 ms a call under it, 0.47 ms timed this way); these timings

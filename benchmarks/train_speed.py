@@ -82,29 +82,27 @@ def lladapt_workload(adapter: str = "lora", examples: int = 192, cutoff: int = 2
     return model, loaded, _encoded(loaded.tokenizer, args)
 
 
-def train_steps(model: Any, loaded: Any, encoded: list[Any], steps: int, precision: str) -> Any:
-    """``steps`` optimizer steps of lladapt's side of the workload (lr 3e-4, 100 warm-up steps,
-    4 x 4 micro-batches) on :func:`lladapt_workload`'s model, for the scripts that time or profile
-    the steps; returns ``train``'s result."""
+def _train(model: Any, encoded: list[Any], pad_token_id: int, **fields: Any) -> Any:
+    """lladapt's ``train`` on the workload's recipe (lr 3e-4, 100 warm-up steps, 4 x 4
+    micro-batches, no progress bar, no checkpoints) with ``fields`` of ``TrainSection`` on top."""
     from lladapt.config import TrainSection
     from lladapt.training import train
 
-    settings = TrainSection(max_steps=steps, warmup_steps=100, precision=precision, progress="none", save_steps=0)
-    return train(model, encoded, settings, learning_rate=3e-4, pad_token_id=loaded.tokenizer.pad_token_id,
-                 echo=lambda _: None)
+    settings = TrainSection(batch_size=16, micro_batch_size=4, warmup_steps=100, progress="none", save_steps=0,
+                            **fields)
+    return train(model, encoded, settings, learning_rate=3e-4, pad_token_id=pad_token_id, echo=lambda _: None)
+
+
+def train_steps(model: Any, loaded: Any, encoded: list[Any], steps: int, precision: str) -> Any:
+    """``steps`` optimizer steps of lladapt's side of the workload on :func:`lladapt_workload`'s
+    model, for the scripts that time or profile the steps; returns ``train``'s result."""
+    return _train(model, encoded, loaded.tokenizer.pad_token_id, max_steps=steps, precision=precision)
 
 
 def _run_lladapt(model: Any, tokenizer: Any, encoded: list[Any], args: argparse.Namespace) -> dict[str, Any]:
-    from lladapt.config import TrainSection
-    from lladapt.training import train
-
-    settings = TrainSection(
-        epochs=1, max_steps=args.steps, batch_size=16, micro_batch_size=4, warmup_steps=100,
-        precision="bf16" if args.bf16 else args.lladapt_precision, progress="none", save_steps=0,
-        logging_steps=1, **({"compile": True} if args.compile else {}),
-    )
-    result = train(model, encoded, settings, learning_rate=3e-4, pad_token_id=tokenizer.pad_token_id,
-                   echo=lambda _: None)
+    result = _train(model, encoded, tokenizer.pad_token_id, epochs=1, max_steps=args.steps,
+                    precision="bf16" if args.bf16 else args.lladapt_precision, logging_steps=1,
+                    **({"compile": True} if args.compile else {}))
     return {"seconds": result.seconds, "tokens": result.real_tokens, "padded_share": result.padded_share,
             "steps": result.steps, "losses": result.losses,
             "compile_seconds": getattr(result, "compile_seconds", 0.0)}  # absent before issue 20
