@@ -13,8 +13,7 @@ Levers (``--lever``), each switched between the code before it and the code on m
   in-place operations before it (max, subtract, exp, sum, divide);
 * ``rotary``: the rotary embedding in one pass each way (main) against transformers' function;
 * ``attention-bf16``: a bf16 run's causal attention in bf16 matmuls with an fp32 softmax (main)
-  against the chunked SDPA in fp32 before it;
-* ``rmsnorm``: the RMSNorm in one autograd function (main) against transformers' module.
+  against the chunked SDPA in fp32 before it.
 
     .venv/bin/python benchmarks/paired_lever.py --lever loss-softmax --steps 9 --skip 3
 """
@@ -68,18 +67,6 @@ def _switch(lever: str):
 
         def switch(on: bool) -> None:
             AttentionInterface.register(attention.BF16, attention.attention_in_bf16 if on else attention.sdpa_chunked_in_fp32)
-    elif lever == "rmsnorm":
-        from lladapt.training import rmsnorm
-
-        def switch(on: bool) -> None:
-            if not hasattr(switch, "installed"):  # the run's fused forwards, found at the first call
-                switch.installed = {m: vars(m)["forward"] for m in switch.model.modules()
-                                    if isinstance(vars(m).get("forward"), rmsnorm._InOnePass)}
-            for module, forward in switch.installed.items():
-                if on:
-                    module.forward = forward
-                else:
-                    vars(module).pop("forward", None)
     else:
         raise SystemExit(f"unknown lever {lever!r}")
     return switch
@@ -87,7 +74,7 @@ def _switch(lever: str):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--lever", required=True, choices=["loss-softmax", "rotary", "attention-bf16", "rmsnorm"])
+    parser.add_argument("--lever", required=True, choices=["loss-softmax", "rotary", "attention-bf16"])
     parser.add_argument("--steps", type=int, default=9, help="optimizer steps run")
     parser.add_argument("--skip", type=int, default=3, help="first steps left out (the heap's growth)")
     parser.add_argument("--precision", default="bf16")
@@ -104,7 +91,6 @@ def main() -> None:
     setups.set_threads(args.threads)
     model, loaded, encoded = lladapt_workload()
     switch = _switch(args.lever)
-    switch.model = model
     seconds: dict[bool, list[float]] = {False: [], True: []}
     backward_step = loop.backward_step
 

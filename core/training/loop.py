@@ -45,7 +45,6 @@ from lladapt.training.precision import Precision
 from lladapt.training.prepare import prepare
 from lladapt.training.progress import Progress, trim_metrics
 from lladapt.training.resume import restore, write_checkpoint
-from lladapt.training.rmsnorm import rmsnorm_in_one_pass
 from lladapt.training.rotary import rotary_in_one_pass
 from lladapt.training.sharding import unshard_for_inference
 from lladapt.training.state import LoopState, TrainResult, Window
@@ -98,8 +97,7 @@ def train(
     with (kept_freed_memory(settings.keep_freed_memory and run.accelerator.device.type == "cpu"),
           run.frozen if not run.sharded else contextlib.nullcontext(), run.precision.attention(run.model),
           run.precision.packed_linears(run.model, active=not (run.sharded or compiling)), held_chunk_buffers(),
-          rotary_in_one_pass(run.model, active=run.accelerator.device.type == "cpu" and not compiling),
-          rmsnorm_in_one_pass(run.model, active=run.accelerator.device.type == "cpu" and not compiling)):
+          rotary_in_one_pass(run.model, active=run.accelerator.device.type == "cpu" and not compiling)):
         if compiling:
             # compiled on the weights' dtype and the attention the steps run: else dynamo traces
             # every region again at the first step
